@@ -1,0 +1,36 @@
+# The README's commands. `make demo` and `make test` each create .venv and install on first use.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: venv demo test bench clean
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $@
+
+venv: $(VENV)/.installed
+
+# Generate a synthetic dataset (once), train on it, evaluate, run inference and export an ONNX
+# (configs/demo.py holds every path, under results/demo/).
+demo: venv
+	$(PY) tools/make_synthetic_dataset.py --out results/demo/data --category cereal_box \
+	    --num-train 400 --num-val 100 --seed 0 --skip-existing
+	$(PY) train.py --config=configs/demo.py
+	$(PY) evaluate.py --config=configs/demo.py
+	$(PY) infer.py --config=configs/demo.py
+	$(PY) export.py --config=configs/demo.py
+
+# The whole test suite on two worker processes.
+test: venv
+	$(PY) -m pytest -n 2 --dist loadfile -q $(PYTEST_ARGS)
+
+bench: venv
+	for script in bench/*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
+
+clean:
+	rm -rf $(VENV) results .pytest_cache

@@ -1,0 +1,7 @@
+"""Objectron `chair`: python train.py --config=configs/chair.py --config.dataset.train_data=DIR/train"""
+
+from configs import default
+
+
+def get_config():
+  return default.get_category_config("chair")

@@ -1,0 +1,7 @@
+"""Objectron `laptop`: python train.py --config=configs/laptop.py --config.dataset.train_data=DIR/train"""
+
+from configs import default
+
+
+def get_config():
+  return default.get_category_config("laptop")

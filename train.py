@@ -1,0 +1,17 @@
+"""Train CenterPose: python train.py --config=configs/bike.py --config.dataset.train_data=DIR/train
+
+Any config field can be overridden (--config.train.num_epochs=5); --config may also be a TAO spec (.yaml).
+"""
+
+from centerpose_jax import config as config_lib
+
+_CONFIG = config_lib.define_config_flag()
+
+
+def main(config):
+  from centerpose_jax.training import loop  # pylint: disable=g-import-not-at-top
+  loop.train_and_evaluate(config)
+
+
+if __name__ == "__main__":
+  config_lib.run(main, "train", _CONFIG)
