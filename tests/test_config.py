@@ -271,3 +271,17 @@ def test_config_files_load_from_any_working_directory(tmp_path):
                           capture_output=True, text=True, cwd=tmp_path, timeout=120, check=False,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
   assert result.returncode == 2 and "train.precision: got 'fp9'" in result.stderr
+
+
+def test_tao_spec_to_config_writes_an_equivalent_config_file(tmp_path):
+  spec = tmp_path / "train.yaml"
+  spec.write_text(TAO_TRAIN_SPEC)
+  result = subprocess.run([sys.executable, str(REPO / "tools" / "tao_spec_to_config.py"), str(spec)],
+                          capture_output=True, text=True, cwd=REPO, timeout=60, check=True)
+  config_file = tmp_path / "converted.py"
+  config_file.write_text(result.stdout)
+  namespace = {}
+  exec(compile(config_file.read_text(), str(config_file), "exec"), namespace)  # pylint: disable=exec-used
+  assert _flat(namespace["get_config"]()) == _flat(tao_spec.load_tao_spec(str(spec)))
+  assert "config.train.num_epochs = 40" in result.stdout
+  assert "config.inference" not in result.stdout  # untouched sections are not repeated
