@@ -134,6 +134,7 @@ def _get(config, path):
 def _check_common(problems, config):
   _one_of(problems, config, "model.backbone.model_type", BACKBONES)
   _one_of(problems, config, "train.precision", PRECISIONS)
+  _one_of(problems, config, "inference.pnp_keypoints", ("displacement+heatmap", "displacement"))
   if config.dataset.num_classes != 1:
     problems.append(f"dataset.num_classes: got {config.dataset.num_classes!r}, expected 1 "
                     "(CenterPose is category-level: train one model per category)")

@@ -159,6 +159,7 @@ def _inference() -> config_dict.ConfigDict:
   i.focal_length_y = 0.0
   i.skew = 0.0
   i.axis_size = 0.5  # metres (relative-scale units) of the drawn axes
+  i.pnp_keypoints = "displacement+heatmap"  # ours: PnP points; "displacement" = TAO's effective 8 points
   i.onnx_file = ""  # ours: run an exported ONNX with onnxruntime instead of the JAX model
   return i
 
