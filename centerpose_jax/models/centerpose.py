@@ -1,0 +1,149 @@
+"""The CenterPose network: backbone (DLA34 or FAN) -> neck -> ConvGRU -> seven heads.
+
+DLA34: base (6 levels) -> dla_up -> ida_up (levels first_level .. last_level - 1) -> 64 channels at stride 4.
+FAN:   base (4-level pyramid, strides 4-32) -> ida_up(128, up factors [1, 2, 4, 8]) -> 128 channels at
+       stride 4.
+Both then run convGRU (hidden = neck width) and the heads (hm, wh, reg from GRU step 1; hm_hp, hp_offset,
+hps from step 2; scale from step 3). The module tree mirrors TAO's state_dict key paths (without TAO's
+Lightning `model.` prefix), which is what the checkpoint converter relies on.
+"""
+
+import math
+from typing import Any, Dict, Optional
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from centerpose_jax.models import convgru
+from centerpose_jax.models import dla
+from centerpose_jax.models import heads as heads_lib
+from centerpose_jax.models import neck
+
+DLA_ARCHS = ("DLA34",)
+FAN_ARCHS = ("fan_small", "fan_base", "fan_large")
+FAN_NECK_CHANNELS = 128  # TAO hard-codes the FAN neck, GRU and head input width.
+INPUT_DIVISOR = 32  # H and W must be multiples of the deepest stride.
+
+
+class CenterPose(nn.Module):
+  """CenterPose with TAO's structure; call as model.apply(variables, x, train=...).
+
+  Attributes:
+    model_type: "DLA34", "fan_small", "fan_base" or "fan_large".
+    head_conv: hidden channels of each head (TAO 256; <= 0 makes each head a single conv).
+    final_kernel: kernel size of the heads' last conv.
+    use_convGRU: run the ConvGRU between neck and heads (TAO default True; also enables the heads'
+      GroupNorm, as TAO).
+    down_ratio: output stride. DLA34: 2, 4, 8 or 16 (first_level = log2(down_ratio)); FAN: 4 only.
+    last_level: DLA34 only: one past the last backbone level merged by ida_up (TAO 5).
+    out_channel: DLA34 only: 0 (TAO default) or the width of level first_level.
+    width_multiplier: DLA34 only, not in TAO: scales the backbone, neck and GRU widths (1.0 = TAO).
+    dtype: compute dtype (float32, bfloat16, float16); parameters stay float32, outputs are float32.
+    use_grouped_conv: formulation of the neck's depthwise transposed convs; None picks by backend,
+      True is the one that exports to ONNX ConvTranspose (see `layers.DepthwiseUpsample`).
+  """
+  model_type: str = "DLA34"
+  head_conv: int = 256
+  final_kernel: int = 1
+  use_convGRU: bool = True  # pylint: disable=invalid-name
+  down_ratio: int = 4
+  last_level: int = 5
+  out_channel: int = 0
+  width_multiplier: float = 1.0
+  dtype: Any = jnp.float32
+  use_grouped_conv: Optional[bool] = None
+
+  def _dla_features(self, x, train: bool):
+    """DLA34 backbone + DLAUp + IDAUp: [B, H, W, 3] -> [B, H / down_ratio, W / down_ratio, C]."""
+    if self.down_ratio not in (2, 4, 8, 16):
+      raise ValueError(f"DLA34 supports down_ratio 2, 4, 8 or 16, got {self.down_ratio}")
+    first_level = int(math.log2(self.down_ratio))
+    channels = dla.dla34_channels(self.width_multiplier)
+    if not first_level < self.last_level <= len(channels):
+      raise ValueError(f"last_level must be in ({first_level}, {len(channels)}], got {self.last_level}")
+    if self.out_channel not in (0, channels[first_level]):
+      raise ValueError(f"out_channel must be 0 or {channels[first_level]} (TAO's heads take the width of "
+                       f"level {first_level}), got {self.out_channel}")
+    levels = dla.DLA34(channels, self.dtype, name="base")(x, train)
+    level_channels = channels[first_level:]
+    maps = neck.DLAUp(first_level, level_channels, [2**i for i in range(len(level_channels))], self.dtype,
+                      self.use_grouped_conv, name="dla_up")(levels, train)
+    count = self.last_level - first_level
+    maps = neck.IDAUp(channels[first_level], [2**i for i in range(count)], self.dtype, self.use_grouped_conv,
+                      name="ida_up")(maps[:count], 0, count, train)
+    return maps[-1]
+
+  def _fan_features(self, x, train: bool):
+    """FAN backbone + IDAUp: [B, H, W, 3] -> [B, H / 4, W / 4, 128]."""
+    from centerpose_jax.models import fan  # pylint: disable=g-import-not-at-top
+    if self.down_ratio != 4:
+      raise ValueError(f"FAN backbones output stride 4; down_ratio must be 4, got {self.down_ratio}")
+    if self.width_multiplier != 1.0:
+      raise ValueError("model.backbone.width_multiplier applies to DLA34 only")
+    pyramid = fan.FANBackbone(model_type=self.model_type, dtype=self.dtype, name="base")(x, train)
+    maps = neck.IDAUp(FAN_NECK_CHANNELS, [1, 2, 4, 8], self.dtype, self.use_grouped_conv,
+                      name="ida_up")(pyramid, 0, len(pyramid), train)
+    return maps[-1]
+
+  @nn.compact
+  def __call__(self, x, train: bool) -> Dict[str, jnp.ndarray]:
+    """Head maps of a batch of normalised BGR images.
+
+    Args:
+      x: [B, H, W, 3] float, NHWC; H and W multiples of 32 (any size, non-square included).
+      train: batch statistics in BatchNorm (updates `batch_stats`, apply with mutable=["batch_stats"]) and,
+        for FAN, DropPath (needs the 'dropout' rng).
+
+    Returns:
+      {head: [B, H / down_ratio, W / down_ratio, HEADS[head]] float32 logits} for every head of `heads.HEADS`.
+    """
+    if x.ndim != 4 or x.shape[-1] != 3:
+      raise ValueError(f"expected input [B, H, W, 3], got shape {x.shape}")
+    if x.shape[1] % INPUT_DIVISOR or x.shape[2] % INPUT_DIVISOR:
+      raise ValueError(f"input height and width must be multiples of {INPUT_DIVISOR}, got {x.shape[1:3]}")
+    x = x.astype(self.dtype)
+    if self.model_type in DLA_ARCHS:
+      features = self._dla_features(x, train)
+    elif self.model_type in FAN_ARCHS:
+      features = self._fan_features(x, train)
+    else:
+      raise ValueError(f"unknown backbone {self.model_type!r}; expected one of {DLA_ARCHS + FAN_ARCHS}")
+
+    if self.use_convGRU:
+      states = convgru.ConvGRU(features.shape[-1], self.dtype, name="convGRU")(features)
+      inputs = {head: states[step] for head, step in heads_lib.GRU_STEP_OF_HEAD.items()}
+    else:
+      inputs = {head: features for head in heads_lib.HEADS}
+
+    outputs = {}
+    for head, classes in heads_lib.HEADS.items():
+      heatmap = heads_lib.is_heatmap(head)
+      if self.head_conv > 0:
+        layer = heads_lib.Head(classes, self.head_conv, self.final_kernel, self.use_convGRU, heatmap,
+                               self.dtype, name=head)
+      else:
+        layer = heads_lib.final_conv(classes, self.final_kernel, heatmap, self.dtype, head)
+      outputs[head] = layer(inputs[head]).astype(jnp.float32)
+    return outputs
+
+
+def create_model(config, *, dtype: Any = jnp.float32, use_grouped_conv: Optional[bool] = None) -> CenterPose:
+  """The CenterPose model described by `config.model` (backbone by `model.backbone.model_type`).
+
+  Args:
+    config: the whole config (configs/default.py) or its `model` section.
+    dtype: compute dtype (jnp.float32, jnp.bfloat16 or jnp.float16); parameters stay float32.
+    use_grouped_conv: force the grouped-conv formulation of the up layers (True for ONNX export).
+  """
+  model_config = config.model if "model" in config else config
+  return CenterPose(
+      model_type=model_config.backbone.model_type,
+      head_conv=model_config.head_conv,
+      final_kernel=model_config.final_kernel,
+      use_convGRU=model_config.use_convGRU,
+      down_ratio=model_config.down_ratio,
+      last_level=model_config.last_level,
+      out_channel=model_config.out_channel,
+      width_multiplier=model_config.backbone.get("width_multiplier", 1.0),
+      dtype=dtype,
+      use_grouped_conv=use_grouped_conv)

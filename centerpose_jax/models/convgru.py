@@ -1,0 +1,59 @@
+"""TAO CenterPose's ConvGRU: one convolutional GRU cell run for 3 steps on the same input.
+
+Its three hidden states feed three groups of heads (sequential feature association). TAO's zero bias
+tensors `br, bz, bin, bhn` are not parameters and are dropped; unlike TAO's module, any input size works.
+"""
+
+from typing import Any, List
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from centerpose_jax.models import layers
+
+GRU_STEPS = 3
+
+
+class ConvGRUCell(nn.Module):
+  """GRU cell with 3x3 convolutions: `Wir`, `Wiz`, `Win` (with bias) on x, `Whr`, `Whz`, `Whn` (no bias) on h.
+
+  Per step, from h0 = 0 and the same x every step:
+    r = sigmoid(Wir x + Whr h), z = sigmoid(Wiz x + Whz h), n = tanh(Win x + r * Whn h),
+    h' = (1 - z) * n + z * h.
+  The input terms are computed once; the first step skips the h terms (h0 = 0).
+
+  Attributes:
+    features: hidden channels (64 for DLA34, 128 for FAN).
+    dtype: compute dtype.
+  """
+  features: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x) -> List[jnp.ndarray]:
+    """x: [B, H, W, C] -> the GRU_STEPS hidden states, each [B, H, W, features]."""
+    def conv(name, use_bias):
+      return layers.Conv2d(self.features, 3, padding=1, use_bias=use_bias, dtype=self.dtype, name=name)
+
+    x_r, x_z, x_n = (conv(name, True)(x) for name in ("Wir", "Wiz", "Win"))
+    h_r, h_z, h_n = (conv(name, False) for name in ("Whr", "Whz", "Whn"))
+    h = (1 - nn.sigmoid(x_z)) * jnp.tanh(x_n)
+    states = [h]
+    for _ in range(GRU_STEPS - 1):
+      r = nn.sigmoid(x_r + h_r(h))
+      z = nn.sigmoid(x_z + h_z(h))
+      n = jnp.tanh(x_n + r * h_n(h))
+      h = (1 - z) * n + z * h
+      states.append(h)
+    return states
+
+
+class ConvGRU(nn.Module):
+  """TAO's `ConvGRU(C, [C], 3, step=3, effective_step=[0, 1, 2])`: a single cell named `cell0`."""
+  features: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x) -> List[jnp.ndarray]:
+    """x: [B, H, W, C] -> [h1, h2, h3], each [B, H, W, features]."""
+    return ConvGRUCell(self.features, self.dtype, name="cell0")(x)

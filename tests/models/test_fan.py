@@ -1,0 +1,141 @@
+"""Tests for the FAN hybrid backbones (centerpose_jax/models/fan.py).
+
+Parity: TAO's CenterPose with each FAN backbone, filled by the fixture's deterministic weight rule and
+converted by our converter, must reproduce TAO's head outputs (fixtures/tao_reference/networks, NCHW there,
+NHWC here).
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from centerpose_jax.convert import pytorch
+from centerpose_jax.models import CenterPose
+from centerpose_jax.models import HEADS
+from centerpose_jax.models import fan
+from tests.models import weight_rule
+
+ARCHS = ("fan_small", "fan_base", "fan_large")
+# networks.md section 4: TAO's model.parameters() (FAN has no unused parameters) and the `base.*` part.
+TAO_PARAMS = {"fan_small": 33_463_538, "fan_base": 58_272_738, "fan_large": 84_878_878}
+TAO_BACKBONE_PARAMS = {"fan_small": 28_390_224, "fan_base": 53_125_696, "fan_large": 79_694_972}
+
+
+def _nhwc(array):
+  return np.asarray(array, np.float32).transpose(0, 2, 3, 1)
+
+
+def _tao_variables(tao_reference, arch):
+  """TAO's rule-filled state_dict for `arch`, converted; every TAO key but the BN step counters is used."""
+  state_dict = weight_rule.make_state_dict(tao_reference / "networks" / f"keys_{arch}.tsv")
+  conversion = pytorch.convert_state_dict(state_dict, arch)
+  assert all(key.endswith("num_batches_tracked") for key in conversion.unused_keys)
+  return conversion.variables
+
+
+@pytest.fixture(scope="module")
+def fan_small_variables(tao_reference):
+  return _tao_variables(tao_reference, "fan_small")
+
+
+def _param_count(params):
+  return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(params))
+
+
+def _forward(model, variables, x):
+  return jax.jit(lambda v, inputs: model.apply(v, inputs, train=False))(variables, x)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_matches_tao_golden_outputs(tao_reference, fan_small_variables, arch):
+  variables = fan_small_variables if arch == "fan_small" else _tao_variables(tao_reference, arch)
+  assert _param_count(variables["params"]) == TAO_PARAMS[arch]
+  assert _param_count(variables["params"]["base"]) == TAO_BACKBONE_PARAMS[arch]
+  golden = np.load(tao_reference / "networks" / f"golden_{arch}.npz")
+  outputs = _forward(CenterPose(model_type=arch), variables, _nhwc(golden["input"]))
+  for head, channels in HEADS.items():
+    assert outputs[head].shape == (1, 32, 32, channels)
+    np.testing.assert_allclose(outputs[head], _nhwc(golden[head]), atol=1e-4, rtol=1e-4, err_msg=head)
+
+
+def test_non_square_input_runs(fan_small_variables):
+  """96x160: the position encoding follows the input size (no resolution lock)."""
+  x = _nhwc(weight_rule.make_input((1, 3, 96, 160)))
+  outputs = _forward(CenterPose(model_type="fan_small"), fan_small_variables, x)
+  for head, channels in HEADS.items():
+    assert outputs[head].shape == (1, 24, 40, channels)
+    assert np.all(np.isfinite(outputs[head])) and np.std(outputs[head]) > 0.1
+
+
+def test_depthwise_conv_formulations_agree():
+  """The CPU shifted-sum and the grouped (GPU / ONNX export) depthwise convs compute PyTorch's conv."""
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 6, 10, 5))
+
+  @jax.jit
+  def run():
+    layers = [fan.DepthwiseConv2d(7, use_grouped_conv=grouped) for grouped in (False, True)]
+    variables = layers[0].init(jax.random.key(1, impl="rbg"), x)
+    return [layer.apply(variables, x) for layer in layers], variables["params"]["kernel"]
+
+  (shifted, grouped), kernel = run()
+  np.testing.assert_allclose(shifted, grouped, atol=1e-5)
+  # PyTorch cross-correlation: out[b, y, x, c] = sum_ij in[b, y + i - 3, x + j - 3, c] k[i, j, c].
+  padded = np.pad(np.asarray(x), ((0, 0), (3, 3), (3, 3), (0, 0)))
+  direct = np.einsum("ijc,ijc->c", padded[1, 2:9, 4:11], np.asarray(kernel[:, :, 0]))
+  np.testing.assert_allclose(shifted[1, 2, 4], direct, atol=1e-5)
+
+
+def test_compute_dtype_keeps_float32_params():
+  model = fan.FANBackbone(model_type="fan_small", dtype=jnp.bfloat16, name="base")
+  x = jnp.zeros((1, 64, 64, 3))
+  variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x, train=False))
+  assert {leaf.dtype for leaf in jax.tree.leaves(variables)} == {jnp.dtype(jnp.float32)}
+  pyramid = jax.eval_shape(lambda v: model.apply(v, x, train=False), variables)
+  assert {p.dtype for p in pyramid} == {jnp.dtype(jnp.bfloat16)}
+
+
+@pytest.mark.parametrize("kernel_size,stride,padding", [(3, 2, 1), (2, 2, 0)])
+def test_matmul_conv2d_matches_xla_convolution(kernel_size, stride, padding):
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 12, 3))
+  layer = fan.MatmulConv2d(4, kernel_size, stride=stride, padding=padding)
+  variables = layer.init(jax.random.key(1, impl="rbg"), x)
+  reference = jax.lax.conv_general_dilated(
+      x, variables["params"]["kernel"], (stride, stride), ((padding, padding),) * 2,
+      dimension_numbers=("NHWC", "HWIO", "NHWC")) + variables["params"]["bias"]
+  np.testing.assert_allclose(layer.apply(variables, x), reference, atol=1e-5)
+
+
+def test_fourier_position_features_follow_rows_then_columns():
+  pos = fan.fourier_position_features(3, 5)
+  assert pos.shape == (3, 5, 64)
+  y_part, x_part = pos[..., :32], pos[..., 32:]
+  np.testing.assert_array_equal(y_part, np.broadcast_to(y_part[:, :1], y_part.shape))
+  np.testing.assert_array_equal(x_part, np.broadcast_to(x_part[:1], x_part.shape))
+  # Channel 0 is sin(2 pi (i + 1) / (n + 1e-6)); channel 1 is cos of the same angle (t_1 = t_0 = 1).
+  np.testing.assert_allclose(y_part[:, 0, 0], np.sin(2 * np.pi * np.arange(1, 4) / 3), atol=1e-5)
+  np.testing.assert_allclose(x_part[0, :, 1], np.cos(2 * np.pi * np.arange(1, 6) / 5), atol=1e-5)
+
+
+def test_fan_block_drop_path_and_batch_norm_follow_train_flag():
+  x = jax.random.normal(jax.random.PRNGKey(0), (64, 16, 16))  # [B, N = 4 x 4 tokens, E]
+  block = fan.FANBlock(dim=16, num_heads=2)
+
+  @jax.jit
+  def run(seed):
+    variables = block.init(jax.random.key(1, impl="rbg"), x, 4, 4, train=False)  # rbg: quick to compile
+    eval_out = block.apply(variables, x, 4, 4, train=False)
+    train_out, updates = block.apply(variables, x, 4, 4, train=True, rngs={"dropout": seed},
+                                     mutable=["batch_stats"])
+    return eval_out, train_out, variables["batch_stats"], updates["batch_stats"]
+
+  eval_out, out_a, stats_before, stats_after = run(jax.random.key(2, impl="rbg"))
+  _, out_b, _, _ = run(jax.random.key(3, impl="rbg"))
+  assert not np.allclose(out_a, out_b)  # DropPath draws from the 'dropout' rng.
+  assert not np.allclose(out_a, eval_out)
+  bn_mean = lambda stats: stats["mlp"]["mlp_v"]["dwconv"]["bn"]["mean"]
+  assert not np.allclose(bn_mean(stats_after), bn_mean(stats_before))
+  # DropPath acts per sample: with the same BN statistics, a sample whose two branches were both dropped
+  # leaves the block unchanged, others do not.
+  unchanged = [bool(np.allclose(out_a[b], x[b])) for b in range(x.shape[0])]
+  assert any(unchanged) and not all(unchanged), unchanged
