@@ -16,6 +16,8 @@ Frames:
 Quaternions are scipy order (x, y, z, w).
 """
 
+import math
+
 import numpy as np
 from scipy.spatial.transform import Rotation
 
@@ -94,6 +96,20 @@ def matrix_to_quaternion(rotation) -> np.ndarray:
   return Rotation.from_matrix(np.asarray(rotation, dtype=np.float64)).as_quat()
 
 
+def rotvec_to_quaternion(rotvec) -> np.ndarray:
+  """[4] scipy-order (x, y, z, w) quaternion of a rotation vector [3] (axis * angle, radians).
+
+  Gives (axis * sin(angle / 2), cos(angle / 2)), as pyrr's `from_axis_rotation` that TAO applies to OpenCV's
+  rvec; much cheaper than scipy for a single rotation (PnP converts one per detection).
+  """
+  x, y, z = np.asarray(rotvec, dtype=np.float64).reshape(3).tolist()
+  angle = math.sqrt(x * x + y * y + z * z)
+  if angle == 0.0:
+    return np.array([0.0, 0.0, 0.0, 1.0])
+  factor = math.sin(angle / 2) / angle
+  return np.array([x * factor, y * factor, z * factor, math.cos(angle / 2)])
+
+
 def transform_from_pose(location, quaternion_xyzw) -> np.ndarray:
   """[4, 4] object->camera transform from a location [3] and a quaternion (x, y, z, w), same frame as both."""
   transform = np.eye(4)
@@ -148,3 +164,24 @@ def project_with_intrinsics(points_cv, camera_k) -> np.ndarray:
   points = np.asarray(points_cv, dtype=np.float64)
   projected = points @ np.asarray(camera_k, dtype=np.float64).T
   return projected[:, :2] / projected[:, 2:3]
+
+
+# Depth rows of the 4x4 projection matrix, as in Objectron labels (near plane ~0.5 mm, far plane at infinity).
+OBJECTRON_DEPTH_ROW = (-0.9999997615814209, -0.0009999998146668077)
+
+
+def projection_matrix_from_intrinsics(fx, fy, cx, cy, width, height) -> np.ndarray:
+  """[4, 4] Objectron-convention projection matrix P (OpenGL frame) that matches pinhole intrinsics (pixels).
+
+  With the row/column swap of `project_with_projection_matrix`, P-projecting the OpenGL-frame points gives the
+  same pixels as K-projecting the OpenCV-frame points: P[0,0] = 2fy/H, P[0,2] = 1 - 2cy/H, P[1,1] = 2fx/W,
+  P[1,2] = 1 - 2cx/W, P[3,2] = -1, and the depth row `OBJECTRON_DEPTH_ROW`.
+  """
+  projection = np.zeros((4, 4))
+  projection[0, 0] = 2.0 * fy / height
+  projection[0, 2] = 1.0 - 2.0 * cy / height
+  projection[1, 1] = 2.0 * fx / width
+  projection[1, 2] = 1.0 - 2.0 * cx / width
+  projection[2, 2], projection[2, 3] = OBJECTRON_DEPTH_ROW
+  projection[3, 2] = -1.0
+  return projection
