@@ -1,0 +1,377 @@
+"""The training loop: `train_and_evaluate(config)`, called by train.py after the config has been validated.
+
+  state <- latest checkpoint in the training folder | train.resume_training_checkpoint_path
+           | train.pretrained_model_path (fresh optimizer) | new weights (+ ImageNet backbone)
+  for each remaining epoch:
+    train on the epoch's batches (one jitted data-parallel step per batch, progress bar, TensorBoard)
+    every validation_interval epochs: decode + post-process + PnP on dataset.val_data -> Evaluator
+                                      -> val_3DIoU (AP at 3D IoU 0.5), val_2DMPE
+    every checkpoint_interval epochs and after the last: Orbax checkpoint (asynchronous)
+    status.json line with train_loss / val_3DIoU / val_2DMPE
+
+Everything that decides the result (initial weights, data order, augmentation, dropout) derives from
+`train.seed`, and a checkpoint holds the whole state, so a run stopped at any point and started again with the
+same command ends with the same weights as an uninterrupted run (tests/training/test_training_runs.py).
+"""
+
+import logging as std_logging
+import math
+import os
+import time
+from typing import Dict, List, Optional
+
+import cv2
+import jax
+import numpy as np
+import tqdm
+
+from centerpose_jax import config as config_lib
+from centerpose_jax import models
+from centerpose_jax.data import loader
+from centerpose_jax.evaluation import Evaluator
+from centerpose_jax.inference import draw_detections
+from centerpose_jax.inference import postprocess_detections
+from centerpose_jax.training import checkpoint as checkpoint_lib
+from centerpose_jax.training import distributed
+from centerpose_jax.training import logging as log_lib
+from centerpose_jax.training import losses
+from centerpose_jax.training import optim
+from centerpose_jax.training import precision as precision_lib
+from centerpose_jax.training import state as state_lib
+from centerpose_jax.training import step as step_lib
+
+VALIDATION_IMAGES = 4  # validation frames drawn into TensorBoard
+
+
+class TrainingDivergedError(RuntimeError):
+  """The loss became NaN or infinite (fp32/bf16); the run stopped without saving a checkpoint."""
+
+
+def training_devices(config) -> List[jax.Device]:
+  """The mesh devices: `train.num_gpus`/`gpu_ids` of this host, or every device of a multi-process job."""
+  if jax.process_count() > 1:
+    return jax.devices()
+  return config_lib.select_devices(config.train, "train")
+
+
+def _run_seed(config) -> int:
+  """`train.seed`, or a fresh random seed when it is negative (TAO seeds only when seed >= 0)."""
+  seed = int(config.train.seed)
+  if seed >= 0:
+    return seed
+  return int(np.random.SeedSequence().generate_state(1)[0] >> 1)
+
+
+def _check_variables_match(variables: dict, expected: dict, source: str) -> None:
+  """Raises ValueError listing every leaf of `variables` that is missing, extra or misshaped."""
+  def shapes(tree):
+    return {jax.tree_util.keystr(path): tuple(leaf.shape)
+            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+  got, want = shapes(variables), shapes(expected)
+  problems = [f"missing {key} {shape}" for key, shape in want.items() if key not in got]
+  problems += [f"unexpected {key} {shape}" for key, shape in got.items() if key not in want]
+  problems += [f"{key}: shape {got[key]}, the model needs {shape}" for key, shape in want.items()
+               if key in got and got[key] != shape]
+  if problems:
+    raise ValueError(f"{source}: the weights do not fit the configured model "
+                     f"(model.backbone.model_type and friends):\n  " + "\n  ".join(problems[:20]) +
+                     (f"\n  ... {len(problems) - 20} more" if len(problems) > 20 else ""))
+
+
+class _Trainer:
+  """Holds what the epochs share; see `train_and_evaluate`."""
+
+  def __init__(self, config, workdir):
+    self.config = config
+    self.workdir = workdir
+    self.is_main = jax.process_index() == 0
+    self.dry_run = bool(config.train.is_dry_run)
+    self.precision = config.train.precision
+    self.devices = training_devices(config)
+    self.mesh = step_lib.create_mesh(self.devices)
+    self.replicated = step_lib.replicated_sharding(self.mesh)
+    local_devices = [d for d in self.devices if d.process_index == jax.process_index()]
+
+    train_source = loader.check_dataset(loader.open_source(config.dataset.train_data), config.dataset)
+    self.val_source = None
+    if config.dataset.val_data:
+      self.val_source = loader.check_dataset(loader.open_source(config.dataset.val_data), config.dataset,
+                                             needs_evaluation=True)
+    # Where the run starts from, decided before the loader: a resumed run keeps its seed when train.seed < 0.
+    self.resume = checkpoint_lib.resume_source(config, workdir)
+    self.seed = _run_seed(config)
+    if self.resume is not None:
+      saved_seed = int(checkpoint_lib.read_meta(self.resume[0] / str(self.resume[1]))["seed"])
+      if int(config.train.seed) < 0:
+        self.seed = saved_seed
+      elif saved_seed != self.seed:
+        std_logging.warning("resuming a run trained with seed %s under train.seed=%s: the data order follows "
+                            "the new seed", saved_seed, self.seed)
+    self.train_loader = loader.TrainLoader(train_source, config.dataset, seed=self.seed,
+                                           num_local_devices=len(local_devices))
+    self.steps_per_epoch = self.train_loader.steps_per_epoch
+    self.global_batch = int(config.dataset.batch_size) * len(self.devices)
+
+    self.model = models.create_model(config, dtype=precision_lib.compute_dtype(self.precision))
+    self.optimizer = optim.create_optimizer(config.train, self.steps_per_epoch)
+    self.schedule = optim.schedule_from_config(config.train, self.steps_per_epoch)
+    self.accumulation = optim.accumulation_steps(config.train)
+    self.train_step = step_lib.make_train_step(self.model, self.optimizer,
+                                               losses.loss_weights(config.train.loss_config), self.precision,
+                                               self.mesh)
+    self.predict_step = None  # compiled at the first validation
+    res = int(config.dataset.input_res)
+    self.input_shape = (1, res, res, 3)
+
+  # ---------------------------------------------------------------------------------------------- state
+
+  def _new_state(self, variables, rng):
+    return state_lib.create_train_state(variables, self.optimizer, rng, self.precision, self.replicated)
+
+  def _abstract_state(self):
+    """The TrainState as ShapeDtypeStructs with the replicated sharding (for restoring)."""
+    def fresh():
+      variables = state_lib.init_variables(self.model, jax.random.PRNGKey(0), self.input_shape)
+      return self._new_state(variables, jax.random.PRNGKey(0))
+    shapes = jax.eval_shape(fresh)
+    return jax.tree_util.tree_map(
+        lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=self.replicated), shapes)
+
+  def initial_state(self, manager: Optional[checkpoint_lib.CheckpointManager]):
+    """(state, epochs completed, data iterator state to resume within that epoch or None, description).
+
+    `manager` is the run's own checkpoint manager (None in a dry run).
+    """
+    if self.resume is not None:
+      folder, step = self.resume
+      same_folder = manager is not None and folder.resolve() == manager.directory.resolve()
+      source = manager if same_folder else checkpoint_lib.CheckpointManager(folder, asynchronous=False)
+      state, meta = source.restore(self._abstract_state(), step)
+      if int(meta.get("batches_per_epoch", self.steps_per_epoch)) != self.steps_per_epoch:
+        std_logging.warning("the checkpoint was written with %s batches per epoch, this run has %s (dataset or "
+                            "batch size changed): epochs and the LR schedule shift", meta["batches_per_epoch"],
+                            self.steps_per_epoch)
+      epoch, data_state = int(meta["epoch"]), meta.get("data_iterator")
+      if data_state is not None and int(data_state["epoch"]) != epoch:
+        data_state = None  # the saved iterator finished its epoch: the next one starts from its beginning
+      return state, epoch, data_state, f"resumed from {folder / str(step)}"
+
+    # Initialisation draws from an "rbg" key: XLA's RngBitGenerator compiles 3x faster than threefry for the
+    # hundreds of parameter initialisers. Dropout / drop-path use the threefry key `train_rng`, whose values do
+    # not depend on how the batch is sharded.
+    init_rng = jax.random.key(self.seed, impl="rbg")
+    train_rng = jax.random.fold_in(jax.random.PRNGKey(self.seed), 1)
+
+    pretrained = self.config.train.pretrained_model_path
+    if pretrained:
+      variables = checkpoint_lib.load_variables(pretrained, encryption_key=self.config.encryption_key)
+      expected = jax.eval_shape(lambda: state_lib.init_variables(self.model, init_rng, self.input_shape))
+      _check_variables_match(variables, expected, pretrained)
+      description = f"weights from {pretrained}"
+    else:
+      variables = state_lib.init_variables(self.model, init_rng, self.input_shape, self.replicated)
+      description = f"new weights (seed {self.seed})"
+      backbone_path = self.config.model.backbone.pretrained_backbone_path
+      if self.config.model.use_pretrained and backbone_path:
+        from centerpose_jax.convert import pytorch  # pylint: disable=g-import-not-at-top
+        loaded = pytorch.load_pretrained_backbone(step_lib.to_host(variables), backbone_path,
+                                                  self.config.model.backbone.model_type)
+        variables = loaded.variables
+        description += f", ImageNet backbone from {backbone_path} ({len(loaded.used_keys)} tensors)"
+    return self._new_state(variables, train_rng), 0, None, description
+
+  # ---------------------------------------------------------------------------------------------- epochs
+
+  def train_epoch(self, state, epoch: int, data_state: Optional[dict], log: log_lib.TrainingLog):
+    """Runs one epoch (one batch when dry-running), from `data_state` if given.
+
+    Returns (state, mean loss of the batches run, samples/s after the first step, the iterator's final state).
+    """
+    iterator = self.train_loader.epoch(epoch, state=data_state)
+    total = 1 if self.dry_run else len(iterator)
+    done = 0 if data_state is None else int(step_lib.to_host(state.step)) - epoch * self.steps_per_epoch
+    losses_seen: List[float] = []
+    pending = None  # the previous step's metrics: read after the next step is dispatched
+    started, timed_steps = None, 0
+    bar = tqdm.tqdm(total=total, initial=min(done, total), desc=f"epoch {epoch + 1}/{self.config.train.num_epochs}",
+                    unit="batch", disable=not self.is_main, dynamic_ncols=True)
+    try:
+      for batch in iterator:
+        if done >= total:
+          break
+        step_before = epoch * self.steps_per_epoch + done
+        state, metrics = self.train_step(state, loader.shard_batch(batch, self.mesh))
+        if pending is not None:
+          self._report_step(pending, losses_seen, log, bar, started, timed_steps)
+        pending = (step_before, metrics)
+        done += 1
+        if started is None:  # the first step includes compilation: time from the end of it
+          jax.block_until_ready(metrics["loss"])
+          started = time.perf_counter()
+        else:
+          timed_steps += 1
+      if pending is not None:
+        jax.block_until_ready(pending[1]["loss"])
+        self._report_step(pending, losses_seen, log, bar, started, timed_steps)
+      iterator_state = iterator.get_state()
+    finally:
+      bar.close()
+      iterator.close()
+    seconds = time.perf_counter() - started if started is not None else 0.0
+    samples_per_second = timed_steps * self.global_batch / seconds if seconds > 0 and timed_steps else math.nan
+    mean_loss = float(np.mean(losses_seen)) if losses_seen else math.nan
+    return state, mean_loss, samples_per_second, iterator_state
+
+  def _report_step(self, pending, losses_seen, log, bar, started, timed_steps):
+    """Reads one step's metrics (a device sync), stops on a non-finite fp32/bf16 loss, logs and updates the bar."""
+    step, metrics = pending
+    values = {name: float(value) for name, value in step_lib.to_host(metrics).items()}
+    loss = values["loss"]
+    if not math.isfinite(loss) and self.precision != "fp16":
+      raise TrainingDivergedError(
+          f"the training loss is {loss} at step {step + 1} (epoch {step // self.steps_per_epoch + 1}): stopped "
+          f"without saving. The last good checkpoint (if any) is in {self.workdir}. Try a lower "
+          f"train.optim.lr, a positive train.clip_grad_val, or check the data (tools/validate_dataset.py).")
+    if math.isfinite(loss):
+      losses_seen.append(loss)
+    lr = float(self.schedule(step // self.accumulation))
+    elapsed = time.perf_counter() - started if started is not None else 0.0
+    speed = timed_steps * self.global_batch / elapsed if elapsed > 0 and timed_steps else math.nan
+    scalars = dict(values, lr=lr)
+    if math.isfinite(speed):
+      scalars["samples_per_second"] = speed
+    log.scalars(step + 1, scalars, "train")
+    bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.3g}", samples_per_s=f"{speed:.2f}", refresh=False)
+    bar.update(1)
+
+  # ---------------------------------------------------------------------------------------------- validation
+
+  def validate(self, state, step: int, log: log_lib.TrainingLog) -> Dict[str, float]:
+    """val_3DIoU and val_2DMPE of the current weights on dataset.val_data (every process runs all frames)."""
+    config = self.config
+    if self.predict_step is None:
+      self.predict_step = step_lib.make_predict_step(self.model, self.mesh, config.inference.num_select)
+    evaluator = Evaluator.from_config(config)
+    variables = state.variables()
+    output_size = (config.dataset.output_res, config.dataset.output_res)
+    drawn = []
+    batches = loader.iterate_eval_batches(self.val_source, config.dataset, batch_size=self.global_batch,
+                                          with_targets=False, shard_index=0, shard_count=1)
+    for batch_index, batch in enumerate(tqdm.tqdm(batches, desc="validation", unit="batch",
+                                                  disable=not self.is_main, leave=False)):
+      inputs = step_lib.global_batch_from_full_copy(batch["input"], self.mesh)
+      decoded = step_lib.to_host(self.predict_step(variables, inputs))
+      for i in range(len(batch["image_path"])):
+        if batch["sample_weight"][i] == 0:
+          continue
+        one = {name: value[i] for name, value in decoded.items()}
+        threshold = config.inference.visualization_threshold
+        detections = []
+        if np.any(one["scores"] > threshold):  # postprocess_detections fails on an image without candidates
+          detections = postprocess_detections(
+              one, batch["center"][i], float(batch["crop_scale"][i]), output_size, batch["camera_k"][i],
+              threshold=threshold, opencv=config.evaluate.opencv, pnp_keypoints=config.inference.pnp_keypoints)
+        predictions = [{"projected_points": d["projected_keypoints_2d"], "point_3d_cam": d["keypoints_3d"],
+                        "obj_scale": d["relative_scale"], "score": d["score"]} for d in detections]
+        evaluator.add_frame(predictions, batch["annotation"][i], image_id=batch["image_path"][i])
+        if self.is_main and len(drawn) < VALIDATION_IMAGES:
+          drawn.append(self._draw(batch["image_path"][i], detections, batch["camera_k"][i]))
+      if self.dry_run and batch_index == 0:
+        break
+    headline = evaluator.finalize()["headline"]
+    metrics = {"val_3DIoU": float(headline["3DIoU_AP@0.5"]), "val_2DMPE": float(headline["2DMPE"])}
+    log.scalars(step, metrics, "val")
+    log.images(step, [image for image in drawn if image is not None], "val/prediction")
+    return metrics
+
+  def _draw(self, image_path, detections, camera_k):
+    image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
+    if image is None:
+      return None
+    return draw_detections(image, detections, camera_k, axis_size=self.config.inference.axis_size,
+                           opencv=self.config.evaluate.opencv)
+
+
+def train_and_evaluate(config, workdir: Optional[str] = None) -> dict:
+  """Trains (or resumes training of) the configured model; see the module docstring.
+
+  Args:
+    config: the whole, validated config (configs/default.py).
+    workdir: the training folder for checkpoints, TensorBoard and status.json (default
+      `checkpoint.train_dir(config)`: `train.results_dir` or `results_dir/train`).
+
+  Returns:
+    A summary: workdir, start (where the weights came from: "resumed from <step folder>", "new weights ...",
+    "weights from ..."), epochs (completed), steps, train_loss (mean of the last epoch), val_3DIoU /
+    val_2DMPE (last validation, absent without validation data), skipped_steps (fp16), samples_per_second,
+    seconds, fingerprint (SHA-256 of the final weights, as tools/checkpoint_info.py prints) and checkpoint
+    (the latest step folder; absent in a dry run).
+
+  Raises:
+    TrainingDivergedError: the loss became non-finite (fp32 / bf16).
+  """
+  distributed.initialize(int(config.train.num_nodes))
+  workdir = os.path.abspath(workdir or checkpoint_lib.train_dir(config))
+  trainer = _Trainer(config, workdir)
+  num_epochs = int(config.train.num_epochs)
+  manager = None if trainer.dry_run else checkpoint_lib.CheckpointManager(
+      workdir, max_to_keep=int(config.train.get("max_checkpoints_to_keep", 0)))
+  start = time.perf_counter()
+  state, epoch, data_state, origin = trainer.initial_state(manager)
+  step = int(step_lib.to_host(state.step))
+  log = log_lib.TrainingLog(workdir, enabled=trainer.is_main and not trainer.dry_run,
+                            purge_step=step + 1 if step else None)
+  if trainer.is_main:
+    print(f"training {config.model.backbone.model_type} on {len(trainer.devices)} device(s), global batch "
+          f"{trainer.global_batch}, {trainer.steps_per_epoch} steps/epoch, precision {trainer.precision}: "
+          f"{origin}; epoch {epoch + 1} of {num_epochs}, step {step}")
+  log.status("STARTED" if step == 0 else "RUNNING", f"Starting training: {origin}", epoch=epoch,
+             max_epoch=num_epochs)
+  summary = {"workdir": workdir, "start": origin}
+  train_loss, speed, val_metrics = math.nan, math.nan, {}
+  try:
+    while epoch < num_epochs:
+      state, train_loss, speed, iterator_state = trainer.train_epoch(state, epoch, data_state, log)
+      data_state = None
+      epoch += 1
+      step = int(step_lib.to_host(state.step))
+      kpi = {"train_loss": train_loss}
+      # As Lightning's check_val_every_n_epoch: epochs that are multiples of the interval.
+      if trainer.val_source is not None and (trainer.dry_run or epoch % config.train.validation_interval == 0):
+        val_metrics = trainer.validate(state, step, log)
+        kpi.update(val_metrics)
+        if trainer.is_main:
+          print(f"epoch {epoch}: val_3DIoU {val_metrics['val_3DIoU']:.4f}, "
+                f"val_2DMPE {val_metrics['val_2DMPE']:.4f}")
+      if trainer.dry_run:
+        break
+      if epoch % config.train.checkpoint_interval == 0 or epoch == num_epochs:
+        manager.save(state, {"epoch": epoch, "data_iterator": iterator_state, "seed": trainer.seed,
+                             "precision": trainer.precision, "batches_per_epoch": trainer.steps_per_epoch})
+      log.scalars(step, {"epoch_loss": train_loss}, "train")
+      log.status("RUNNING", f"Epoch {epoch} of {num_epochs} done", epoch=epoch, max_epoch=num_epochs, kpi=kpi)
+  except TrainingDivergedError as error:
+    log.status("FAILURE", str(error), epoch=epoch, max_epoch=num_epochs)
+    raise
+  finally:
+    if manager is not None:
+      manager.wait()
+      manager.close()
+    log.close()
+
+  variables = step_lib.to_host(state.variables())
+  summary.update(epochs=epoch, steps=step, train_loss=train_loss, samples_per_second=speed,
+                 skipped_steps=int(step_lib.to_host(state.skipped_steps)), seconds=time.perf_counter() - start,
+                 fingerprint=checkpoint_lib.fingerprint(variables), **val_metrics)
+  if manager is not None and manager.latest_step() is not None:
+    summary["checkpoint"] = str(manager.directory / str(manager.latest_step()))
+  message = (f"training done: {epoch} epochs, {step} steps, train_loss {train_loss:.4f}"
+             + "".join(f", {k} {v:.4f}" for k, v in val_metrics.items())
+             + (f", {summary['skipped_steps']} fp16 steps skipped" if trainer.precision == "fp16" else "")
+             + f", {summary['seconds']:.0f} s; "
+             + ("dry run, nothing saved" if trainer.dry_run else f"checkpoints in {workdir}"))
+  log.status("SUCCESS", message, epoch=epoch, max_epoch=num_epochs,
+             kpi={"train_loss": train_loss, **val_metrics})
+  if trainer.is_main:
+    print(message)
+  return summary

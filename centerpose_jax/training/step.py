@@ -1,0 +1,126 @@
+"""The data-parallel training step: one `jax.jit` over a `Mesh(("data",))`.
+
+The global batch is sharded along its leading axis over the mesh's "data" axis and the state is replicated,
+so XLA runs the forward/backward pass per device and inserts the gradient all-reduce itself. BatchNorm
+statistics are computed by the model over the whole (global) batch, exactly as on one device with the
+same global batch (tests/training/test_data_parallel.py). The state argument is donated: its buffers are
+reused for the new state.
+"""
+
+import functools
+from typing import Callable, Dict, Mapping, Sequence, Tuple
+
+import jax
+import jax.numpy as jnp
+import jmp
+import numpy as np
+import optax
+from jax.sharding import Mesh
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec
+
+from centerpose_jax.inference.decode import decode
+from centerpose_jax.training import losses
+from centerpose_jax.training import precision as precision_lib
+from centerpose_jax.training.state import TrainState
+
+DATA_AXIS = "data"
+Batch = Mapping[str, jax.Array]
+Metrics = Dict[str, jax.Array]
+
+
+def create_mesh(devices: Sequence[jax.Device]) -> Mesh:
+  """A one-axis ("data") mesh over `devices`."""
+  return Mesh(np.asarray(devices), (DATA_AXIS,))
+
+
+def replicated_sharding(mesh: Mesh) -> NamedSharding:
+  """Every device holds the whole array (parameters, optimizer state, metrics)."""
+  return NamedSharding(mesh, PartitionSpec())
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  """Leading (batch) axis split over the "data" axis."""
+  return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
+
+def train_step(state: TrainState, batch: Batch, *, model, optimizer: optax.GradientTransformation,
+               loss_weights: Mapping[str, float], precision: str) -> Tuple[TrainState, Metrics]:
+  """One batch: forward, loss, backward, (loss-scaled) optimizer update.
+
+  Args:
+    state: the current state.
+    batch: the loader's arrays (`input` [B, H, W, 3] float32 and the targets of `losses.compute_loss`).
+    model: linen module called as `model.apply(variables, x, train=True, mutable=["batch_stats"],
+      rngs={"dropout": key})`, returning the seven head maps.
+    optimizer: from `optim.create_optimizer`.
+    loss_weights: `losses.loss_weights(config.train.loss_config)`.
+    precision: `train.precision`. With fp16, a batch whose gradients are not finite leaves params,
+      batch_stats and the optimizer state unchanged, halves the loss scale and counts in `skipped_steps`.
+
+  Returns:
+    (new state, metrics): metrics holds `loss` and every `<head>_loss` (float32 scalars), `grad_norm`
+    (global norm of the unscaled gradients, before clipping), `grads_finite` (bool), `loss_scale` and
+    `skipped_steps` (the run's count so far).
+  """
+  scale = precision_lib.loss_scale(precision, state.loss_scale)
+  dropout_rng = jax.random.fold_in(state.rng, state.step)
+
+  def scaled_loss(params):
+    heads, updates = model.apply({"params": params, "batch_stats": state.batch_stats}, batch["input"],
+                                 train=True, mutable=["batch_stats"], rngs={"dropout": dropout_rng})
+    loss, stats = losses.compute_loss(heads, batch, loss_weights)
+    return scale.scale(loss), (stats, updates.get("batch_stats", {}))
+
+  grads, (stats, batch_stats) = jax.grad(scaled_loss, has_aux=True)(state.params)
+  grads = scale.unscale(grads)
+  grads_finite = jmp.all_finite(grads)
+  updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  if precision == "fp16":  # skip the update of a non-finite step
+    params, batch_stats, opt_state = jmp.select_tree(
+        grads_finite, (params, batch_stats, opt_state), (state.params, state.batch_stats, state.opt_state))
+  new_scale = scale.adjust(grads_finite)
+  new_state = state.replace(
+      step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state,
+      loss_scale=precision_lib.loss_scale_state(new_scale, state.loss_scale),
+      skipped_steps=state.skipped_steps + jnp.logical_not(grads_finite).astype(jnp.int32))
+  metrics = dict(stats, grad_norm=optax.tree.norm(grads), grads_finite=grads_finite,
+                 loss_scale=new_state.loss_scale["scale"], skipped_steps=new_state.skipped_steps)
+  return new_state, metrics
+
+
+def make_train_step(model, optimizer: optax.GradientTransformation, loss_weights: Mapping[str, float],
+                    precision: str, mesh: Mesh) -> Callable[[TrainState, Batch], Tuple[TrainState, Metrics]]:
+  """`train_step` jitted over `mesh`: state replicated and donated, batch sharded along "data"."""
+  step = functools.partial(train_step, model=model, optimizer=optimizer, loss_weights=dict(loss_weights),
+                           precision=precision)
+  replicated = replicated_sharding(mesh)
+  return jax.jit(step, in_shardings=(replicated, batch_sharding(mesh)), out_shardings=(replicated, replicated),
+                 donate_argnums=0)
+
+
+def make_predict_step(model, mesh: Mesh, num_select: int) -> Callable[[dict, jax.Array], Dict[str, jax.Array]]:
+  """Jitted inference forward + `inference.decode` over `mesh`, for validation.
+
+  Call with (variables {"params", "batch_stats"} replicated, inputs [B, H, W, 3] sharded along "data");
+  returns the decoder's outputs (output-grid units) replicated on every device, so each process can read all
+  of them.
+  """
+  def predict(variables, inputs):
+    return decode(model.apply(variables, inputs, train=False), num_select=num_select)
+
+  replicated = replicated_sharding(mesh)
+  return jax.jit(predict, in_shardings=(replicated, batch_sharding(mesh)), out_shardings=replicated)
+
+
+def global_batch_from_full_copy(array: np.ndarray, mesh: Mesh) -> jax.Array:
+  """A global array sharded along "data" from a numpy array that every process holds in full."""
+  return jax.make_array_from_callback(array.shape, batch_sharding(mesh), lambda index: array[index])
+
+
+def to_host(tree):
+  """numpy copies of a pytree of replicated arrays (each process reads its own replica; works multi-host)."""
+  return jax.tree_util.tree_map(
+      lambda x: np.array(x.addressable_data(0)) if isinstance(x, jax.Array) else np.array(x), tree)
+

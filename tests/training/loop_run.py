@@ -1,0 +1,67 @@
+"""Runs `train_and_evaluate` with the stand-in model, as the training tests' subprocess command.
+
+  python loop_run.py DATA_DIR RESULTS_DIR [TRAIN_OVERRIDES_JSON]
+
+The model is `standin.TinyCenterPose` (compiles in seconds) instead of `create_model`'s network; everything
+else (loader, loss, optimizer, checkpoints, validation) is the real code. With the environment variable
+KILL_AT_STEP=N the process sends itself SIGKILL right after dispatching its N-th training step, once the
+checkpoints started so far are on disk (an abrupt stop: no cleanup, no final checkpoint; a kill during a
+save is tests/training/test_checkpoint.py's case). With NAN_AT_STEP=N the N-th batch's input is NaN (a
+diverging run). Prints the run's summary as the last line (JSON).
+"""
+
+import json
+import os
+import signal
+import sys
+import time
+
+import jax.numpy as jnp
+
+from centerpose_jax import models
+from centerpose_jax.training import checkpoint
+from centerpose_jax.training import loop
+from centerpose_jax.training import step as step_lib
+from standin import TinyCenterPose
+from standin import tiny_config
+
+
+def _wait_for_saves(train_dir, timeout_s=120.0):
+  """Until no unfinished Orbax save (`*.orbax-checkpoint-tmp*` folder) is left in `train_dir`."""
+  deadline = time.time() + timeout_s
+  while time.time() < deadline and any(".orbax-checkpoint-tmp" in p.name for p in train_dir.iterdir()):
+    time.sleep(0.05)
+
+
+def _instrumented(make_train_step, kill_at: int, nan_at: int, train_dir):
+  """`make_train_step` whose steps kill the process after step `kill_at` / get a NaN input at `nan_at`."""
+  def make(*args, **kwargs):
+    train_step = make_train_step(*args, **kwargs)
+    calls = []
+
+    def instrumented(state, batch):
+      calls.append(1)
+      if len(calls) == nan_at:
+        batch = dict(batch, input=jnp.full_like(batch["input"], jnp.nan))
+      result = train_step(state, batch)
+      if len(calls) == kill_at:
+        _wait_for_saves(train_dir)
+        os.kill(os.getpid(), signal.SIGKILL)
+      return result
+    return instrumented
+  return make
+
+
+def main():
+  data_dir, results_dir = sys.argv[1], sys.argv[2]
+  overrides = json.loads(sys.argv[3]) if len(sys.argv) > 3 else {}
+  config = tiny_config(data_dir, results_dir, **overrides)
+  models.create_model = lambda config, dtype=None: TinyCenterPose(dtype=dtype)
+  step_lib.make_train_step = _instrumented(step_lib.make_train_step, int(os.environ.get("KILL_AT_STEP", 0)),
+                                           int(os.environ.get("NAN_AT_STEP", 0)), checkpoint.train_dir(config))
+  summary = loop.train_and_evaluate(config)
+  print(json.dumps(summary, default=str))
+
+
+if __name__ == "__main__":
+  main()
