@@ -1,0 +1,128 @@
+"""export.py's library side: a CenterPose checkpoint to TAO's ONNX (network + HeatmapDecoder).
+
+The graph matches TAO's `CenterPoseWrapped` (reference-behavior §7): input `input` float32 [B, 3, H, W]
+(normalised BGR, letterboxed as in training), outputs OUTPUT_NAMES with shapes [B, K, 4], [B, K, 1],
+[B, K, 16], [B, K, 1], [B, K, 3], [B, K, 16], [B, K, 16] (K = export.num_select, TAO 100), all in
+output-grid pixels (input pixels / down_ratio). Unlike TAO's trace, `kps_heatmap_mean` is computed (TAO's
+is all -10000), exactly as `centerpose_jax.inference.decode` computes it.
+"""
+
+import importlib.metadata
+import json
+import pathlib
+from typing import Dict, Mapping
+
+import numpy as np
+from scipy import optimize
+
+from centerpose_jax.export import onnx as onnx_export
+from centerpose_jax.export.runtime import INPUT_NAME
+from centerpose_jax.export.runtime import OUTPUT_NAMES
+from centerpose_jax.inference import decode
+from centerpose_jax.models import create_model
+from centerpose_jax.training import checkpoint as checkpoint_lib
+
+INPUT_CHANNELS = 3  # BGR images
+# Detections whose centre scores differ by less than this are near-ties: float rounding differences between
+# onnxruntime and XLA (about 1e-6 on the scores) may list them in either order.
+SCORE_TIE = 1e-5
+
+
+def check_settings(config) -> None:
+  """Raises ExportSettingsError for settings this model cannot be exported with (before loading weights)."""
+  if config.export.input_channel != INPUT_CHANNELS:
+    raise onnx_export.ExportSettingsError(
+        f"export.input_channel={config.export.input_channel!r}: CenterPose takes {INPUT_CHANNELS}-channel "
+        f"BGR images; set it to {INPUT_CHANNELS}")
+  onnx_export.check_export_settings(config.export)
+
+
+def centerpose_apply_fn(model, num_select: int) -> onnx_export.ApplyFn:
+  """(variables, x [B, H, W, 3]) -> the decoder's seven outputs of `model` in eval mode."""
+
+  def apply_fn(variables, x):
+    return decode(model.apply(variables, x, train=False), num_select=num_select)
+
+  return apply_fn
+
+
+def _tie_groups(scores: np.ndarray):
+  """Runs of consecutive positions of descending `scores` [K] whose neighbours differ by at most SCORE_TIE."""
+  breaks = np.nonzero(-np.diff(scores) > SCORE_TIE)[0] + 1
+  return np.split(np.arange(len(scores)), breaks)
+
+
+def decoded_output_errors(onnx_outputs: Mapping[str, np.ndarray],
+                          jax_outputs: Mapping[str, np.ndarray]) -> Dict[str, float]:
+  """{name: max |ONNX - JAX|} of the decoder outputs (`abs_difference`), near-tied detections matched up to order.
+
+  Within each group of detections whose JAX scores tie within SCORE_TIE, the ONNX rows are paired with the
+  JAX rows by a minimum-cost assignment on the largest difference over all outputs, then compared. The last
+  group may continue past position K (a tie with detections outside the top K), so it can hold different
+  detections on the two sides: only its scores are compared. A shape mismatch gives inf.
+  """
+  if any(onnx_outputs[name].shape != jax_outputs[name].shape for name in OUTPUT_NAMES):
+    return {name: float("inf") for name in OUTPUT_NAMES}
+  errors = dict.fromkeys(OUTPUT_NAMES, 0.0)
+  for item in range(jax_outputs["scores"].shape[0]):
+    rows_onnx = np.concatenate([onnx_outputs[name][item] for name in OUTPUT_NAMES], axis=-1)
+    rows_jax = np.concatenate([jax_outputs[name][item] for name in OUTPUT_NAMES], axis=-1)
+    groups = _tie_groups(jax_outputs["scores"][item, :, 0])
+    for group in groups:
+      cost = onnx_export.abs_difference(rows_onnx[group][:, None, :], rows_jax[group][None, :, :]).max(axis=-1)
+      onnx_rows, jax_rows = optimize.linear_sum_assignment(np.minimum(cost, np.finfo(np.float64).max))
+      for name in OUTPUT_NAMES if group is not groups[-1] else ("scores",):
+        difference = onnx_export.abs_difference(onnx_outputs[name][item, group[onnx_rows]],
+                                                jax_outputs[name][item, group[jax_rows]])
+        errors[name] = max(errors[name], float(difference.max(initial=0.0)))
+  return errors
+
+
+def export_metadata(config, checkpoint_fingerprint: str) -> Dict[str, str]:
+  """metadata_props of the exported model: what a consumer needs to feed it and read its outputs."""
+  export = config.export
+  return {
+      "model_name": config.model_name,
+      "category": config.dataset.category,
+      "backbone": config.model.backbone.model_type,
+      "input_name": INPUT_NAME,
+      "input_layout": "NCHW",
+      "input_height": str(export.input_height),
+      "input_width": str(export.input_width),
+      "channel_order": "BGR",
+      "mean_bgr": json.dumps(list(config.dataset.mean)),
+      "std_bgr": json.dumps(list(config.dataset.std)),
+      "normalisation": "x = (pixel / 255 - mean_bgr) / std_bgr, per BGR channel",
+      "resize": ("letterbox: centre (W/2, H/2) and side max(W, H) mapped onto the input, aspect ratio kept, "
+                 "zero (black) padding"),
+      "down_ratio": str(config.model.down_ratio),
+      "num_select": str(export.num_select),
+      "output_units": "output-grid pixels (input pixels / down_ratio); keypoints interleaved x0, y0, x1, ...",
+      "checkpoint": str(pathlib.Path(export.checkpoint).absolute()),
+      "checkpoint_fingerprint": checkpoint_fingerprint,
+      "exporter": f"centerpose_jax, jax2onnx {importlib.metadata.version('jax2onnx')}",
+  }
+
+
+def run_export(config) -> onnx_export.ExportResult:
+  """Exports `config.export.checkpoint` to `config.export.onnx_file` and verifies it (see `export_onnx`).
+
+  The network uses the grouped-conv formulation of its depthwise upsampling (ONNX ConvTranspose); the
+  written file is compared with the JAX model in its default formulation for this backend, so the check
+  covers both the formulation switch and the export. With `encryption_key` set the file is encrypted.
+  """
+  check_settings(config)
+  export = config.export
+  variables = checkpoint_lib.load_variables(export.checkpoint, encryption_key=config.encryption_key)
+  result = onnx_export.export_onnx(
+      centerpose_apply_fn(create_model(config, use_grouped_conv=True), export.num_select), variables, export,
+      export.onnx_file, output_names=OUTPUT_NAMES, input_name=INPUT_NAME, model_name=config.model_name,
+      metadata=export_metadata(config, checkpoint_lib.fingerprint(variables)),
+      reference_fn=centerpose_apply_fn(create_model(config), export.num_select), compare_fn=decoded_output_errors,
+      encryption_key=config.encryption_key or None)
+  worst = max(result.errors, key=result.errors.get)
+  print(f"export: wrote {result.path} ({result.file_bytes / 2**20:.1f} MiB, {result.num_nodes} nodes, "
+        f"opset {export.opset_version}{', encrypted' if result.encrypted else ''}) in "
+        f"{result.export_seconds:.0f} s; onnxruntime vs JAX max |diff| {result.errors[worst]:.2e} "
+        f"({worst}) on a batch of {result.verification_batch}")
+  return result
