@@ -1,7 +1,8 @@
-"""ONNX export (TAO's graph and names), onnxruntime execution of exported files, encryption at rest.
+"""ONNX export (TAO's graph and names) and onnxruntime execution of exported files.
 
-Modules: `onnx` (jax2onnx export, fix-ups, verification), `task` (export.py's `run_export`), `runtime`
-(`OnnxPredictor`), `encryption`. Importing the package stays light (no jax2onnx) so `runtime` loads fast.
+Modules: `onnx` (jax2onnx export, fix-ups, verification; files encrypted with `centerpose_jax.encryption`
+when a key is set), `task` (export.py's `run_export`), `runtime` (`OnnxPredictor`). Importing the package
+stays light (no jax2onnx) so `runtime` loads fast.
 """
 
 

@@ -31,7 +31,7 @@ import onnx
 import onnxruntime as ort
 from jax2onnx import to_onnx
 
-from centerpose_jax.export import encryption
+from centerpose_jax import encryption
 
 # Opsets that export and run: jax2onnx emits Squeeze/Unsqueeze with axes as an input (opset >= 13);
 # 25 is the highest checked with onnxruntime 1.32. TAO exports opset 16.

@@ -9,7 +9,7 @@ from typing import Dict, Optional, Sequence
 import numpy as np
 import onnxruntime as ort
 
-from centerpose_jax.export import encryption
+from centerpose_jax import encryption
 
 # TAO's graph interface (reference-behavior §7): input name and output names in TAO's order.
 INPUT_NAME = "input"

@@ -112,6 +112,8 @@ def postprocess_detections(decoded, center, scale, output_size, camera_matrix, *
     raise ValueError(f"pnp_keypoints must be one of {PNP_KEYPOINTS}, got {pnp_keypoints!r}")
   scores = np.asarray(decoded["scores"], dtype=np.float64).reshape(-1)
   candidates = np.flatnonzero(scores > threshold)
+  if candidates.size == 0:
+    return []
   to_pixels = functools.partial(to_image_pixels, center=center, scale=scale, output_size=output_size)
   bboxes = to_pixels(np.asarray(decoded["bboxes"])[candidates].reshape(-1, 2)).reshape(-1, 4)
   order, kept_scores = soft_nms(bboxes, scores[candidates], threshold)

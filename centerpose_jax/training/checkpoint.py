@@ -11,24 +11,38 @@ A training run writes its checkpoints to `train_dir(config)` (`results_dir/train
 Orbax writes each checkpoint to a temporary folder and renames it when complete, so a checkpoint whose save
 was interrupted (process killed) is never listed and the previous one is used.
 
+With the config's `encryption_key`, every file of a checkpoint except Orbax's bookkeeping
+`<step>/_CHECKPOINT_METADATA` (item handler names and timestamps, which Orbax reads to list checkpoints) is
+encrypted (`centerpose_jax.encryption`) in the temporary folder, before the rename: a listed checkpoint is
+never in plaintext. A save interrupted before that leaves plaintext in its temporary folder, which the next
+`CheckpointManager` with the key deletes. Reading decrypts into a temporary folder that is removed
+afterwards; plain files (e.g. a converted checkpoint) are read as they are, so a key may be set for
+unencrypted checkpoints.
+
 `load_variables(path)` gives {"params", "batch_stats"} from any of: a training results folder, a checkpoint
 folder (its latest checkpoint), one checkpoint's step folder, or a converted TAO checkpoint (a folder whose
 `variables/` sub-folder, or the folder itself, is a StandardCheckpointer pytree of {params, batch_stats}).
 """
 
+import asyncio
+import contextlib
 import hashlib
 import pathlib
-from typing import Any, Optional, Tuple
+import tempfile
+from typing import Any, Iterator, Optional, Tuple
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+
+from centerpose_jax import encryption
 
 TRAIN_SUBDIR = "train"
 STATE_ITEM = "state"
 META_ITEM = "meta"
 VARIABLES_SUBDIR = "variables"  # tools/convert_checkpoint.py's output: DIR/variables
 _PYTREE_MARKER = "_METADATA"  # present in every Orbax pytree checkpoint folder
+_STEP_BOOKKEEPING = "_CHECKPOINT_METADATA"  # Orbax's per-step metadata: left plain (see the module docstring)
 
 
 def train_dir(config) -> pathlib.Path:
@@ -39,6 +53,50 @@ def train_dir(config) -> pathlib.Path:
   return pathlib.Path(config.results_dir) / TRAIN_SUBDIR
 
 
+def _encrypt_tree(folder: pathlib.Path, key: encryption.Key) -> None:
+  """Encrypts every file under `folder` in place (each one replaced atomically), except `_STEP_BOOKKEEPING`."""
+  for path in sorted(folder.rglob("*")):
+    if path.is_file() and path.name != _STEP_BOOKKEEPING:
+      encryption.encrypt_file(path, path, key)
+
+
+@contextlib.contextmanager
+def _plaintext(folder: pathlib.Path, key: Optional[encryption.Key]) -> Iterator[pathlib.Path]:
+  """`folder` itself when none of its files is encrypted, else a decrypted copy in a temporary folder that
+  is removed on exit.
+
+  Raises:
+    encryption.WrongKeyError: a file was encrypted with another key.
+    encryption.EncryptionError: a file is encrypted and `key` is unset, or is damaged (the message names it).
+  """
+  paths = sorted(folder.rglob("*"))
+  if not any(path.is_file() and encryption.is_encrypted_file(path) for path in paths):
+    yield folder
+    return
+  with tempfile.TemporaryDirectory(prefix="centerpose_checkpoint_") as temporary:
+    copy = pathlib.Path(temporary) / folder.name
+    copy.mkdir()
+    for path in paths:
+      target = copy / path.relative_to(folder)
+      if path.is_dir():
+        target.mkdir(exist_ok=True)
+      else:
+        encryption.write_file(target, encryption.read_file(path, key))
+    yield copy
+
+
+def _encrypting_temporary_path(key: encryption.Key):
+  """An Orbax TemporaryPath class that encrypts a checkpoint's temporary folder just before its final rename."""
+
+  class EncryptingTemporaryPath(ocp.path.atomicity.AtomicRenameTemporaryPath):
+
+    async def finalize(self, *args, **kwargs):
+      await asyncio.to_thread(_encrypt_tree, pathlib.Path(self.get()), key)
+      await super().finalize(*args, **kwargs)
+
+  return EncryptingTemporaryPath
+
+
 class CheckpointManager:
   """Saves and restores training checkpoints in one folder (see the module docstring).
 
@@ -46,13 +104,21 @@ class CheckpointManager:
     directory: the checkpoint folder (created if missing).
     max_to_keep: keep the newest N checkpoints; 0 or None keeps all (TAO's default).
     asynchronous: write in a background thread after the arrays have been copied to the host (the state can
-      be donated to the next step as soon as `save` returns); `wait` blocks until the write is complete.
+      be donated to the next step as soon as `save` returns); `wait` blocks until the write (and encryption)
+      is complete.
+    encryption_key: the config's `encryption_key`: when set, saved checkpoints are encrypted, encrypted ones
+      are decrypted with it, and the temporary folders of interrupted saves are deleted.
   """
 
-  def __init__(self, directory, max_to_keep: Optional[int] = None, asynchronous: bool = True):
+  def __init__(self, directory, max_to_keep: Optional[int] = None, asynchronous: bool = True,
+               encryption_key: Optional[encryption.Key] = None):
     self.directory = pathlib.Path(directory).absolute()
-    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep or None, create=True,
-                                           enable_async_checkpointing=asynchronous)
+    self._encryption_key = encryption_key or None
+    encrypted = self._encryption_key is not None
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=max_to_keep or None, create=True, enable_async_checkpointing=asynchronous,
+        temporary_path_class=_encrypting_temporary_path(self._encryption_key) if encrypted else None,
+        cleanup_tmp_directories=encrypted)
     self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=(STATE_ITEM, META_ITEM))
 
   def latest_step(self) -> Optional[int]:
@@ -77,13 +143,18 @@ class CheckpointManager:
       abstract_state: a TrainState of `jax.ShapeDtypeStruct`s (with shardings) giving the structure, dtypes
         and placement of the restored arrays, e.g. `jax.eval_shape` of the state constructor.
       step: which checkpoint.
+
+    Raises:
+      FileNotFoundError: when there is no complete checkpoint.
+      encryption.EncryptionError: an encrypted checkpoint and no or the wrong key (see `_plaintext`).
     """
     step = self.latest_step() if step is None else step
     if step is None:
       raise FileNotFoundError(f"{self.directory}: no complete checkpoint")
-    restored = self._manager.restore(step, args=ocp.args.Composite(**{
-        STATE_ITEM: ocp.args.StandardRestore(abstract_state), META_ITEM: ocp.args.JsonRestore()}))
-    return restored[STATE_ITEM], restored[META_ITEM]
+    step_folder = self.directory / str(step)
+    with _plaintext(step_folder / STATE_ITEM, self._encryption_key) as state_folder:
+      state = ocp.StandardCheckpointer().restore(state_folder, abstract_state)
+    return state, read_meta(step_folder, self._encryption_key)
 
   def wait(self) -> None:
     """Blocks until every started save is on disk."""
@@ -128,29 +199,28 @@ def _variables_tree(path: pathlib.Path) -> pathlib.Path:
   return find_checkpoint(path) / STATE_ITEM
 
 
-def load_variables(path, encryption_key: Optional[str] = None) -> dict:
+def load_variables(path, encryption_key: Optional[encryption.Key] = None) -> dict:
   """{"params", "batch_stats"} (host numpy arrays) from a checkpoint; see the module docstring for `path`.
 
   Args:
     path: results folder, checkpoint folder, step folder, or converted-checkpoint folder.
-    encryption_key: `encryption_key` of the config; encrypted checkpoints are not supported yet, so it must
-      be unset.
+    encryption_key: `encryption_key` of the config, for an encrypted checkpoint.
 
   Raises:
     FileNotFoundError: when no checkpoint is found at `path`.
-    NotImplementedError: when an encryption key is given.
+    encryption.EncryptionError: an encrypted checkpoint and no or the wrong key (see `_plaintext`).
   """
-  if encryption_key:
-    raise NotImplementedError("encryption_key is set, but encrypted checkpoints are not supported; unset it")
-  tree_path = _variables_tree(pathlib.Path(path))
-  restored = ocp.StandardCheckpointer().restore(tree_path.absolute())
+  with _plaintext(_variables_tree(pathlib.Path(path)).absolute(), encryption_key) as tree_path:
+    restored = ocp.StandardCheckpointer().restore(tree_path)
   restored = jax.tree_util.tree_map(np.asarray, restored)
   return {"params": restored["params"], "batch_stats": restored.get("batch_stats", {})}
 
 
-def read_meta(step_folder) -> dict:
-  """The JSON meta of one checkpoint step folder (epoch, step, data_iterator, ...)."""
-  return ocp.JsonCheckpointHandler().restore(pathlib.Path(step_folder).absolute() / META_ITEM)
+def read_meta(step_folder, encryption_key: Optional[encryption.Key] = None) -> dict:
+  """The JSON meta of one checkpoint step folder (epoch, step, data_iterator, ...), decrypted with
+  `encryption_key` when encrypted (errors as `load_variables`)."""
+  with _plaintext(pathlib.Path(step_folder).absolute() / META_ITEM, encryption_key) as meta_folder:
+    return ocp.JsonCheckpointHandler().restore(meta_folder)
 
 
 def fingerprint(variables: dict) -> str:

@@ -29,8 +29,8 @@ from centerpose_jax import config as config_lib
 from centerpose_jax import models
 from centerpose_jax.data import loader
 from centerpose_jax.evaluation import Evaluator
+from centerpose_jax.evaluation import run as evaluation_run
 from centerpose_jax.inference import draw_detections
-from centerpose_jax.inference import postprocess_detections
 from centerpose_jax.training import checkpoint as checkpoint_lib
 from centerpose_jax.training import distributed
 from centerpose_jax.training import logging as log_lib
@@ -101,7 +101,8 @@ class _Trainer:
     self.resume = checkpoint_lib.resume_source(config, workdir)
     self.seed = _run_seed(config)
     if self.resume is not None:
-      saved_seed = int(checkpoint_lib.read_meta(self.resume[0] / str(self.resume[1]))["seed"])
+      saved_seed = int(checkpoint_lib.read_meta(self.resume[0] / str(self.resume[1]),
+                                                config.encryption_key)["seed"])
       if int(config.train.seed) < 0:
         self.seed = saved_seed
       elif saved_seed != self.seed:
@@ -145,7 +146,8 @@ class _Trainer:
     if self.resume is not None:
       folder, step = self.resume
       same_folder = manager is not None and folder.resolve() == manager.directory.resolve()
-      source = manager if same_folder else checkpoint_lib.CheckpointManager(folder, asynchronous=False)
+      source = manager if same_folder else checkpoint_lib.CheckpointManager(
+          folder, asynchronous=False, encryption_key=self.config.encryption_key)
       state, meta = source.restore(self._abstract_state(), step)
       if int(meta.get("batches_per_epoch", self.steps_per_epoch)) != self.steps_per_epoch:
         std_logging.warning("the checkpoint was written with %s batches per epoch, this run has %s (dataset or "
@@ -253,7 +255,6 @@ class _Trainer:
       self.predict_step = step_lib.make_predict_step(self.model, self.mesh, config.inference.num_select)
     evaluator = Evaluator.from_config(config)
     variables = state.variables()
-    output_size = (config.dataset.output_res, config.dataset.output_res)
     drawn = []
     batches = loader.iterate_eval_batches(self.val_source, config.dataset, batch_size=self.global_batch,
                                           with_targets=False, shard_index=0, shard_count=1)
@@ -261,21 +262,10 @@ class _Trainer:
                                                   disable=not self.is_main, leave=False)):
       inputs = step_lib.global_batch_from_full_copy(batch["input"], self.mesh)
       decoded = step_lib.to_host(self.predict_step(variables, inputs))
-      for i in range(len(batch["image_path"])):
-        if batch["sample_weight"][i] == 0:
-          continue
-        one = {name: value[i] for name, value in decoded.items()}
-        threshold = config.inference.visualization_threshold
-        detections = []
-        if np.any(one["scores"] > threshold):  # postprocess_detections fails on an image without candidates
-          detections = postprocess_detections(
-              one, batch["center"][i], float(batch["crop_scale"][i]), output_size, batch["camera_k"][i],
-              threshold=threshold, opencv=config.evaluate.opencv, pnp_keypoints=config.inference.pnp_keypoints)
-        predictions = [{"projected_points": d["projected_keypoints_2d"], "point_3d_cam": d["keypoints_3d"],
-                        "obj_scale": d["relative_scale"], "score": d["score"]} for d in detections]
-        evaluator.add_frame(predictions, batch["annotation"][i], image_id=batch["image_path"][i])
-        if self.is_main and len(drawn) < VALIDATION_IMAGES:
-          drawn.append(self._draw(batch["image_path"][i], detections, batch["camera_k"][i]))
+      detections = evaluation_run.score_batch(evaluator, decoded, batch, config)
+      for i, image_detections in enumerate(detections):
+        if self.is_main and batch["sample_weight"][i] and len(drawn) < VALIDATION_IMAGES:
+          drawn.append(self._draw(batch["image_path"][i], image_detections, batch["camera_k"][i]))
       if self.dry_run and batch_index == 0:
         break
     headline = evaluator.finalize()["headline"]
@@ -315,7 +305,8 @@ def train_and_evaluate(config, workdir: Optional[str] = None) -> dict:
   trainer = _Trainer(config, workdir)
   num_epochs = int(config.train.num_epochs)
   manager = None if trainer.dry_run else checkpoint_lib.CheckpointManager(
-      workdir, max_to_keep=int(config.train.get("max_checkpoints_to_keep", 0)))
+      workdir, max_to_keep=int(config.train.get("max_checkpoints_to_keep", 0)),
+      encryption_key=config.encryption_key)
   start = time.perf_counter()
   state, epoch, data_state, origin = trainer.initial_state(manager)
   step = int(step_lib.to_host(state.step))

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from jax2onnx import to_onnx
 
-from centerpose_jax.export import encryption
+from centerpose_jax import encryption
 from centerpose_jax.export.runtime import OUTPUT_NAMES
 from centerpose_jax.export.runtime import OnnxPredictor
 

@@ -153,3 +153,9 @@ def test_pnp_keypoints_option_chooses_the_points(scene):
   shift_px = both["projected_keypoints_2d"][0, 0] - displacement_only["projected_keypoints_2d"][0, 0]
   assert 3.0 < shift_px < 9.0
   np.testing.assert_allclose(both["keypoints_2d"], displacement_only["keypoints_2d"])  # always displacement
+
+
+def test_postprocess_without_candidates_gives_no_detections(scene):
+  detections = postprocess_detections(scene[0], CENTER, SCALE, OUTPUT_SIZE, CAMERA_K, threshold=0.95,
+                                      opencv=True)
+  assert detections == []

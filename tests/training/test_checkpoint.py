@@ -1,7 +1,9 @@
-"""Checkpoints: save/restore of the whole state, weight loading from every kind of folder, half-written saves."""
+"""Checkpoints: save/restore of the whole state, weight loading from every kind of folder, half-written saves,
+encryption at rest."""
 
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -13,12 +15,14 @@ import orbax.checkpoint as ocp
 import pytest
 from configs import default
 
+from centerpose_jax import encryption
 from centerpose_jax.training import checkpoint
 from centerpose_jax.training import optim
 from centerpose_jax.training import state as state_lib
 from centerpose_jax.training import step as step_lib
 from standin import TinyCenterPose
 from standin import numpy_variables
+from tools import checkpoint_info
 
 HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -81,10 +85,59 @@ def test_load_variables_from_every_kind_of_folder(tmp_path):
   writer.wait_until_finished()
   for path in (converted, converted / "variables"):
     _assert_trees_equal(checkpoint.load_variables(path), expected)
+  _assert_trees_equal(checkpoint.load_variables(converted, encryption_key="key"), expected)  # plain: read as is
   assert checkpoint.fingerprint(checkpoint.load_variables(converted)) == checkpoint.fingerprint(expected)
 
   with pytest.raises(FileNotFoundError):
     checkpoint.load_variables(tmp_path / "empty")
+
+
+def _files(folder):
+  return [p for p in sorted(folder.rglob("*")) if p.is_file()]
+
+
+def test_encrypted_checkpoint_has_no_plaintext_and_needs_its_key(tmp_path):
+  # Orbax compresses arrays, so plaintext bytes are only findable for incompressible (random-bit) values.
+  secret = np.random.default_rng(5).bytes(4096)
+  state = _state()
+  state = state.replace(params=dict(state.params, secret=jnp.asarray(np.frombuffer(secret, np.float32))))
+  expected = jax.tree_util.tree_map(np.array, state)
+  meta = {"epoch": 2, "data_iterator": {"epoch": 1, "grain": "{\"next\": 4}", "failed_samples": 0}}
+
+  plain = checkpoint.CheckpointManager(tmp_path / "plain")
+  plain.save(state, meta)
+  plain.wait()
+  assert any(secret in p.read_bytes() for p in _files(tmp_path / "plain" / "8"))  # so the check below can fail
+
+  results = tmp_path / "results"
+  manager = checkpoint.CheckpointManager(results / "train", encryption_key="train key")
+  manager.save(state, meta)
+  manager.wait()
+  files = _files(results / "train" / "8")
+  assert {p.parent.name for p in files} >= {"state", "meta"}
+  for path in files:
+    assert secret not in path.read_bytes()
+    assert encryption.is_encrypted_file(path) == (path.name != "_CHECKPOINT_METADATA"), path
+
+  restored, restored_meta = checkpoint.CheckpointManager(results / "train", encryption_key="train key").restore(
+      jax.eval_shape(lambda: expected))
+  _assert_trees_equal(restored, expected)
+  assert restored_meta == dict(meta, step=8)
+  variables = checkpoint.load_variables(results, encryption_key="train key")
+  _assert_trees_equal(variables, jax.device_get(state.variables()))
+  info = checkpoint_info.describe(results, encryption_key="train key")
+  assert (info["step"], info["epoch"], info["fingerprint"]) == (8, 2, checkpoint.fingerprint(variables))
+  assert checkpoint_info.main([str(results)]) == 2  # no key: the error is printed, not raised
+  assert not list(tmp_path.glob("**/*.tmp"))  # no temporary files left behind
+
+  with pytest.raises(encryption.EncryptionError, match=r"8/state/_METADATA is encrypted; set encryption_key"):
+    checkpoint.load_variables(results)
+  with pytest.raises(encryption.EncryptionError, match=r"train/8/meta/metadata is encrypted; set encryption_key"):
+    checkpoint.read_meta(results / "train" / "8")
+  with pytest.raises(encryption.WrongKeyError,
+                     match=r"train/8/state/_METADATA was encrypted with a different encryption_key; check"):
+    checkpoint.CheckpointManager(results / "train", encryption_key="other key").restore(
+        jax.eval_shape(lambda: expected))
 
 
 def test_fingerprint_sees_every_bit_of_params_and_batch_stats():
@@ -108,7 +161,7 @@ _SAVE_THEN_DIE = textwrap.dedent("""
       return TrainState(step=jnp.asarray(step, jnp.int32), params={"w": jnp.full([64, 64], float(step))},
                         batch_stats={}, opt_state={}, loss_scale={}, rng=jnp.zeros([2], jnp.uint32),
                         skipped_steps=jnp.zeros([], jnp.int32))
-    manager = checkpoint.CheckpointManager(sys.argv[1])
+    manager = checkpoint.CheckpointManager(sys.argv[1], encryption_key=sys.argv[2] or None)
     manager.save(state(1), {"epoch": 1})
     manager.wait()
     async def die(self):  # everything is written; killed just before the final rename
@@ -119,21 +172,24 @@ _SAVE_THEN_DIE = textwrap.dedent("""
 """)
 
 
-def test_checkpoint_killed_while_saving_is_ignored(tmp_path):
+@pytest.mark.parametrize("key", [None, "train key"])
+def test_checkpoint_killed_while_saving_is_ignored(tmp_path, key):
   directory = tmp_path / "train"
-  result = subprocess.run([sys.executable, "-c", _SAVE_THEN_DIE, str(directory)], capture_output=True, text=True,
-                          timeout=300, check=False, env=dict(os.environ, JAX_PLATFORMS="cpu",
-                                                             PYTHONPATH=str(REPO)))
+  result = subprocess.run([sys.executable, "-c", _SAVE_THEN_DIE, str(directory), key or ""], capture_output=True,
+                          text=True, timeout=300, check=False, env=dict(os.environ, JAX_PLATFORMS="cpu",
+                                                                        PYTHONPATH=str(REPO)))
   assert result.returncode == -9, result.stderr[-3000:]
-  leftovers = [p.name for p in directory.iterdir() if p.name.startswith("2.")]
-  assert leftovers and all(".orbax-checkpoint-tmp" in name for name in leftovers)  # the half-written save
+  leftovers = [p for p in directory.iterdir() if p.name.startswith("2.")]
+  assert leftovers and all(".orbax-checkpoint-tmp" in p.name for p in leftovers)  # the half-written save
+  if key:  # one more, of a step that is not saved again below (the save of step 2 replaces its own leftover)
+    shutil.copytree(leftovers[0], directory / "5.orbax-checkpoint-tmp")
 
   config = default.get_config()
   config.results_dir = str(tmp_path)
   assert checkpoint.resume_source(config) == (directory, 1)
-  variables = checkpoint.load_variables(tmp_path)
+  variables = checkpoint.load_variables(tmp_path, encryption_key=key)
   np.testing.assert_array_equal(variables["params"]["w"], np.ones([64, 64], np.float32))
-  manager = checkpoint.CheckpointManager(directory)
+  manager = checkpoint.CheckpointManager(directory, encryption_key=key)
   assert manager.all_steps() == [1]
   abstract = jax.eval_shape(lambda: state_lib.TrainState(
       step=jnp.zeros([], jnp.int32), params={"w": jnp.zeros([64, 64])}, batch_stats={}, opt_state={},
@@ -144,3 +200,6 @@ def test_checkpoint_killed_while_saving_is_ignored(tmp_path):
   manager.save(restored.replace(step=jnp.asarray(2, jnp.int32)), {"epoch": 2})
   manager.wait()
   assert manager.all_steps() == [1, 2]
+  if key:  # with a key, interrupted saves (plaintext) are deleted; the new checkpoint is encrypted
+    assert sorted(p.name for p in directory.iterdir()) == ["1", "2"]
+    assert encryption.is_encrypted_file(directory / "2" / "state" / "_METADATA")

@@ -63,6 +63,12 @@ def is_encrypted(data: bytes) -> bool:
   return data[:len(MAGIC)] == MAGIC
 
 
+def is_encrypted_file(path) -> bool:
+  """Whether the file at `path` starts with this module's header (reads only the header's first bytes)."""
+  with open(path, "rb") as file:
+    return is_encrypted(file.read(len(MAGIC)))
+
+
 def encrypt_bytes(data: bytes, key: Key) -> bytes:
   """`data` sealed with `key` (fresh salt and nonce each call, so equal inputs give different outputs)."""
   salt = secrets.token_bytes(SALT_BYTES)
@@ -101,7 +107,8 @@ def decrypt_bytes(data: bytes, key: Optional[Key], what: str = "data") -> bytes:
   nonce = data[offset:offset + NONCE_BYTES]
   aes_key, key_check = _derive(key, salt)
   if not secrets.compare_digest(key_check, stored_check):
-    raise WrongKeyError(f"{what} was encrypted with a different encryption_key")
+    raise WrongKeyError(f"{what} was encrypted with a different encryption_key; check that encryption_key is "
+                        f"the key it was written with")
   try:
     return AESGCM(aes_key).decrypt(nonce, data[HEADER_BYTES:], data[:HEADER_BYTES])
   except crypto_exceptions.InvalidTag:

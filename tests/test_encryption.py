@@ -1,9 +1,9 @@
-"""Tests of encryption at rest (centerpose_jax/export/encryption.py)."""
+"""Tests of encryption at rest (centerpose_jax/encryption.py)."""
 
 import numpy as np
 import pytest
 
-from centerpose_jax.export import encryption
+from centerpose_jax import encryption
 
 PAYLOAD = np.random.default_rng(0).bytes(100_000)
 
