@@ -14,8 +14,11 @@ from typing import Callable, List, Sequence
 
 from absl import app
 from absl import flags
+from absl import logging as absl_logging
 from ml_collections import config_dict
 from ml_collections.config_flags import config_flags
+
+from centerpose_jax import errors
 
 TASKS = ("train", "evaluate", "infer", "export")
 BACKBONES = ("DLA34", "fan_small", "fan_base", "fan_large")
@@ -23,7 +26,7 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 SPEC_EXTENSIONS = (".yaml", ".yml")
 
 
-class ConfigError(ValueError):
+class ConfigError(errors.CenterPoseError, ValueError):
   """A config with one or more invalid fields; the message lists every problem, one per line."""
 
   def __init__(self, problems: Sequence[str]):
@@ -82,18 +85,27 @@ def define_config_flag(name: str = "config", default: str = DEFAULT_CONFIG_FILE)
 def run(main: Callable[[config_dict.ConfigDict], None], task: str, config_flag: flags.FlagHolder) -> None:
   """Runs an entry point: parses flags, validates the config for `task`, then calls `main(config)`.
 
-  A config problem is printed as a list (no traceback) and exits with status 2.
+  A config problem is printed as a list (no traceback) and exits with status 2; a `CenterPoseError` raised
+  by the work (bad data, wrong key, diverged training, ...) is printed and exits with status 1. The INFO logs
+  of the libraries underneath (Orbax, jax) are hidden unless `--verbosity` is given.
   """
 
   def _main(argv):
     if len(argv) > 1:
       raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    if not flags.FLAGS["verbosity"].present:
+      absl_logging.set_verbosity(absl_logging.WARNING)
+    program = os.path.basename(sys.argv[0])
     try:
       config = validate(config_flag.value, task)
     except ConfigError as error:
-      print(f"{os.path.basename(sys.argv[0])}: {error}", file=sys.stderr)
+      print(f"{program}: {error}", file=sys.stderr)
       sys.exit(2)
-    main(config)
+    try:
+      main(config)
+    except errors.CenterPoseError as error:
+      print(f"{program}: error: {error}", file=sys.stderr)
+      sys.exit(1)
 
   app.run(_main)
 

@@ -19,6 +19,8 @@ from cryptography import exceptions as crypto_exceptions
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
+from centerpose_jax import errors
+
 MAGIC = b"CPJAXENC"
 FORMAT_VERSION = 1
 SALT_BYTES = 16
@@ -35,7 +37,7 @@ SCRYPT_P = 1
 Key = Union[str, bytes]
 
 
-class EncryptionError(ValueError):
+class EncryptionError(errors.CenterPoseError, ValueError):
   """Data that cannot be encrypted or decrypted as asked (missing key, damaged or foreign file)."""
 
 

@@ -33,10 +33,10 @@ def _dataset() -> config_dict.ConfigDict:
   d.num_classes = 1
   d.num_joints = 8
   d.max_objs = 10
-  d.mean = list(BGR_MEAN)
-  d.std = list(BGR_STD)
-  d.eig_val = list(EIG_VAL)  # TAO: _eig_val
-  d.eig_vec = [list(row) for row in EIG_VEC]  # TAO: _eig_vec
+  d.mean = tuple(BGR_MEAN)
+  d.std = tuple(BGR_STD)
+  d.eig_val = tuple(EIG_VAL)  # TAO: _eig_val
+  d.eig_vec = tuple(tuple(row) for row in EIG_VEC)  # TAO: _eig_vec
   d.category = "cereal_box"
   d.num_symmetry = 1  # chair forces 4 and bottle 12, as TAO
   d.mse_loss = False
@@ -50,7 +50,7 @@ def _dataset() -> config_dict.ConfigDict:
   d.reg_offset = True
   d.hm_hp = True
   d.reg_hp_offset = True
-  d.flip_idx = [[1, 5], [3, 7], [2, 6], [4, 8]]
+  d.flip_idx = ((1, 5), (3, 7), (2, 6), (4, 8))
   d.no_color_aug = False
   d.not_rand_crop = False
   d.aug_rot = 0.0
@@ -80,7 +80,7 @@ def _model() -> config_dict.ConfigDict:
 def _train() -> config_dict.ConfigDict:
   t = config_dict.ConfigDict()
   t.num_gpus = 1
-  t.gpu_ids = [0]
+  t.gpu_ids = (0,)
   t.num_nodes = 1
   t.seed = 1234
   t.cudnn = config_dict.ConfigDict({"benchmark": False, "deterministic": True})
@@ -98,7 +98,7 @@ def _train() -> config_dict.ConfigDict:
   t.optim = config_dict.ConfigDict()
   t.optim.lr = 6e-5
   t.optim.lr_scheduler = "MultiStep"
-  t.optim.lr_steps = [90, 120]  # epochs
+  t.optim.lr_steps = (90, 120)  # epochs
   t.optim.lr_decay = 0.1
   loss = config_dict.ConfigDict()
   loss.mse_loss = False
@@ -127,7 +127,7 @@ def _train() -> config_dict.ConfigDict:
 def _evaluate() -> config_dict.ConfigDict:
   e = config_dict.ConfigDict()
   e.num_gpus = 1
-  e.gpu_ids = [0]
+  e.gpu_ids = (0,)
   e.num_nodes = 1
   e.checkpoint = ""
   e.trt_engine = config_dict.placeholder(str)
@@ -142,7 +142,7 @@ def _evaluate() -> config_dict.ConfigDict:
 def _inference() -> config_dict.ConfigDict:
   i = config_dict.ConfigDict()
   i.num_gpus = 1
-  i.gpu_ids = [0]
+  i.gpu_ids = (0,)
   i.num_nodes = 1
   i.checkpoint = ""
   i.trt_engine = config_dict.placeholder(str)

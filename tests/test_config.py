@@ -51,6 +51,13 @@ def test_command_line_overrides_reach_the_config(script, task_args):
     assert "train.checkpoint_interval: got 5, expected at most train.num_epochs (3)" in result.stderr
 
 
+def test_sequence_fields_are_overridable_on_the_command_line():
+  result = _run_entry("train.py", "--config=configs/bike.py", "--config.train.optim.lr_steps=(30, 20)",
+                      "--config.dataset.train_data=/data/bike/train")
+  assert result.returncode == 2, result.stderr
+  assert "train.optim.lr_steps: got [30, 20]" in result.stderr  # the tuple arrived and was checked
+
+
 def test_helpfull_lists_the_config_flags():
   result = _run_entry("train.py", "--helpfull")  # absl exits with status 1 after printing help
   text = " ".join(result.stdout.split())
@@ -209,7 +216,7 @@ def test_a_tao_spec_maps_onto_the_config(tmp_path):
   assert config.results_dir == "/results/bike"
   assert config.encryption_key == "tlt_encode"
   assert config.dataset.batch_size == 32 and config.dataset.category == "bike"
-  assert config.dataset.eig_val == [0.2, 0.02, 0.003]
+  assert config.dataset.eig_val == (0.2, 0.02, 0.003)
   assert config.train.num_epochs == 40 and config.train.seed == 317
   assert config.train.optim.lr == pytest.approx(6e-5)
   assert config.model.use_pretrained is True

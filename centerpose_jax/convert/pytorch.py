@@ -20,6 +20,8 @@ import numpy as np
 from flax import traverse_util
 from flax.core import meta
 
+from centerpose_jax import errors
+
 StateDict = Dict[str, np.ndarray]
 Variables = Dict[str, Any]
 
@@ -38,7 +40,7 @@ PRETRAINED_SOURCES = {
 }
 
 
-class ConversionError(ValueError):
+class ConversionError(errors.CenterPoseError, ValueError):
   """A state_dict that does not match the model: lists every unknown, missing and misshaped key."""
 
   def __init__(self, message: str, unknown=(), missing=(), misshaped=()):
@@ -52,7 +54,7 @@ class ConversionError(ValueError):
     super().__init__("\n".join(lines))
 
 
-class EncryptedCheckpointError(ValueError):
+class EncryptedCheckpointError(errors.CenterPoseError, ValueError):
   """A TAO checkpoint whose state_dict is encrypted with NVIDIA's proprietary codec."""
 
 

@@ -14,11 +14,13 @@ from ml_collections import config_dict
 
 from configs import default as default_config
 
+from centerpose_jax import errors
+
 RENAMED = {("dataset", "_eig_val"): ("dataset", "eig_val"), ("dataset", "_eig_vec"): ("dataset", "eig_vec")}
 IGNORED_SECTIONS = ("wandb",)
 
 
-class SpecError(ValueError):
+class SpecError(errors.CenterPoseError, ValueError):
   """A TAO spec with keys or values that do not map onto the config."""
 
 
@@ -46,10 +48,16 @@ def _overlay(target: config_dict.ConfigDict, spec: Dict[str, Any], prefix: tuple
       continue
     if isinstance(current, float) and isinstance(value, str):
       value = _yaml_float(value)  # PyYAML reads `6e-05` (no dot) as a string
+    if isinstance(current, tuple) and isinstance(value, list):
+      value = _as_tuple(value)  # sequences are tuples in the config (overridable on the command line)
     try:
       target[key] = value
     except (TypeError, ValueError) as error:
       problems.append(f"{dotted}: {error}")
+
+
+def _as_tuple(value):
+  return tuple(_as_tuple(item) if isinstance(item, list) else item for item in value)
 
 
 def _yaml_float(text: str):

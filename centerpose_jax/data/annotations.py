@@ -21,6 +21,7 @@ from typing import Dict, List, Optional, Union
 
 import numpy as np
 
+from centerpose_jax import errors
 from centerpose_jax.data import discovery
 
 # Fields reported as "missing optional" in dataset summaries: (name, where it lives).
@@ -28,7 +29,7 @@ OPTIONAL_OBJECT_FIELDS = ("keypoints_3d", "location", "quaternion_xyzw", "visibi
 SYMMETRY_FIELDS = (("keypoints_3d", (9, 3)), ("location", (3,)), ("quaternion_xyzw", (4,)))
 
 
-class DatasetError(ValueError):
+class DatasetError(errors.CenterPoseError, ValueError):
   """A dataset has invalid samples; the message lists every problem, one per line."""
 
   def __init__(self, problems, header="invalid dataset"):

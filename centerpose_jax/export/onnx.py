@@ -32,6 +32,7 @@ import onnxruntime as ort
 from jax2onnx import to_onnx
 
 from centerpose_jax import encryption
+from centerpose_jax import errors
 
 # Opsets that export and run: jax2onnx emits Squeeze/Unsqueeze with axes as an input (opset >= 13);
 # 25 is the highest checked with onnxruntime 1.32. TAO exports opset 16.
@@ -51,11 +52,11 @@ ApplyFn = Callable[[Any, jax.Array], Mapping[str, jax.Array]]
 CompareFn = Callable[[Mapping[str, np.ndarray], Mapping[str, np.ndarray]], Dict[str, float]]
 
 
-class ExportSettingsError(ValueError):
+class ExportSettingsError(errors.CenterPoseError, ValueError):
   """Export settings the exporter cannot honour; the message names the field and what is allowed."""
 
 
-class ExportVerificationError(RuntimeError):
+class ExportVerificationError(errors.CenterPoseError, RuntimeError):
   """The written ONNX does not reproduce the JAX model; the file has been removed."""
 
 

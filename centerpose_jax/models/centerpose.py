@@ -80,7 +80,8 @@ class CenterPose(nn.Module):
       raise ValueError(f"FAN backbones output stride 4; down_ratio must be 4, got {self.down_ratio}")
     if self.width_multiplier != 1.0:
       raise ValueError("model.backbone.width_multiplier applies to DLA34 only")
-    pyramid = fan.FANBackbone(model_type=self.model_type, dtype=self.dtype, name="base")(x, train)
+    pyramid = fan.FANBackbone(model_type=self.model_type, dtype=self.dtype, use_grouped_conv=self.use_grouped_conv,
+                              name="base")(x, train)
     maps = neck.IDAUp(FAN_NECK_CHANNELS, [1, 2, 4, 8], self.dtype, self.use_grouped_conv,
                       name="ida_up")(pyramid, 0, len(pyramid), train)
     return maps[-1]

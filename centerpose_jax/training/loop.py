@@ -26,6 +26,7 @@ import numpy as np
 import tqdm
 
 from centerpose_jax import config as config_lib
+from centerpose_jax import errors
 from centerpose_jax import models
 from centerpose_jax.data import loader
 from centerpose_jax.evaluation import Evaluator
@@ -43,7 +44,7 @@ from centerpose_jax.training import step as step_lib
 VALIDATION_IMAGES = 4  # validation frames drawn into TensorBoard
 
 
-class TrainingDivergedError(RuntimeError):
+class TrainingDivergedError(errors.CenterPoseError, RuntimeError):
   """The loss became NaN or infinite (fp32/bf16); the run stopped without saving a checkpoint."""
 
 

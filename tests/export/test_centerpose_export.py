@@ -6,11 +6,8 @@ width, random weights, exported by `run_export` from a checkpoint folder at a no
 
 import json
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import onnx
-import orbax.checkpoint as ocp
 import pytest
 
 from centerpose_jax.export import onnx as onnx_export
@@ -21,6 +18,8 @@ from centerpose_jax.inference.predictor import create_predictor
 from centerpose_jax.models import create_model
 from centerpose_jax.training import checkpoint as checkpoint_lib
 from configs import default
+from helpers import random_variables
+from helpers import save_checkpoint
 
 HEIGHT, WIDTH = 96, 128
 NUM_SELECT = 100
@@ -38,31 +37,13 @@ def small_config():
   return config
 
 
-def random_variables(model):
-  """Weights at the scale of a trained net: kernels ~ N(0, 1 / fan_in), norm scales ~ 1, running var ~ 1."""
-  shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, HEIGHT, WIDTH, 3)), train=False))
-  rng = np.random.default_rng(0)
-
-  def fill(path, leaf):
-    name = jax.tree_util.keystr(path)
-    if leaf.ndim > 1:
-      return (rng.standard_normal(leaf.shape) / np.sqrt(np.prod(leaf.shape[:-1]))).astype(np.float32)
-    base = 1.0 if ("scale" in name or "var" in name) else 0.0
-    return (base + rng.uniform(-0.2, 0.2, leaf.shape)).astype(np.float32)
-
-  return jax.tree_util.tree_map_with_path(fill, shapes)
-
-
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
   """(config, variables, ExportResult) of one export through `run_export`."""
   folder = tmp_path_factory.mktemp("export")
   config = small_config()
-  variables = random_variables(create_model(config))
-  checkpointer = ocp.StandardCheckpointer()
-  checkpointer.save((folder / "checkpoint" / checkpoint_lib.VARIABLES_SUBDIR).absolute(), variables)
-  checkpointer.wait_until_finished()
-  config.export.checkpoint = str(folder / "checkpoint")
+  variables = random_variables(create_model(config), (HEIGHT, WIDTH))
+  config.export.checkpoint = str(save_checkpoint(folder / "checkpoint", variables))
   config.export.onnx_file = str(folder / "centerpose.onnx")
   return config, variables, run_export(config)
 

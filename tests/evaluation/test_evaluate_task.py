@@ -5,7 +5,6 @@ import json
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
 from centerpose_jax.data import loader
@@ -14,9 +13,9 @@ from centerpose_jax.data import transforms
 from centerpose_jax.evaluation import Evaluator
 from centerpose_jax.evaluation import run
 from centerpose_jax.models import create_model
-from centerpose_jax.training import checkpoint as checkpoint_lib
 from centerpose_jax.training import state as state_lib
 from configs import default
+from helpers import save_checkpoint
 
 INPUT = 64
 NUM_SELECT = 100
@@ -88,10 +87,7 @@ def test_score_batch_gives_full_ap_for_ground_truth_detections(dataset, tmp_path
 def test_evaluate_task_writes_the_report(dataset, tmp_path):
   config = small_config(dataset, tmp_path / "results")
   variables = state_lib.init_variables(create_model(config), jax.random.PRNGKey(0), (1, INPUT, INPUT, 3))
-  checkpointer = ocp.StandardCheckpointer()
-  checkpointer.save((tmp_path / "ckpt" / checkpoint_lib.VARIABLES_SUBDIR).absolute(), variables)
-  checkpointer.wait_until_finished()
-  config.evaluate.checkpoint = str(tmp_path / "ckpt")
+  config.evaluate.checkpoint = str(save_checkpoint(tmp_path / "ckpt", variables))
 
   results = run.evaluate(config)
 

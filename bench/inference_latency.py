@@ -1,0 +1,145 @@
+"""Per-image inference latency by stage, and end-to-end images/s, at batch 1 on this backend.
+
+  python bench/inference_latency.py                                  # DLA34 and fan_small at 512
+  python bench/inference_latency.py --backbones DLA34 --size 256 --repeats 1
+
+Input: the real Objectron frames of fixtures/real/objectron_frames (six 600x800 PNGs; set CENTERPOSE_FIXTURES
+if the fixtures are not in ../shared/fixtures), or --synthetic random 600x800 PNGs when they are absent.
+Weights: random at the scale of a trained net (tests/helpers.py). Such a net scores every grid cell alike, so
+post-processing gets a per-image threshold that passes exactly the top --detections decoder outputs to soft-NMS
+and PnP (TAO's 0.3 would pass all 100); the table gives how many survive PnP. Stages, each timed as a pass over
+all images (median of --repeats passes after a warm-up pass that compiles), per image:
+  read         cv2.imread of the file (PNG decode)
+  preprocess   letterbox and normalise to the input size (`transforms.preprocess_image`)
+  forward      the network alone (jit)
+  decode       the decoder alone on the forward's outputs (jit)
+  fwd+decode   both under one jit, outputs fetched to the host (`JaxPredictor`, what infer.py runs)
+  postprocess  inverse affine, threshold, soft-NMS and PnP (`postprocess_detections`)
+  end-to-end   read + preprocess + fwd+decode + postprocess, one image after the other -> images/s
+"""
+
+import argparse
+import os
+import pathlib
+import sys
+import tempfile
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # the weights are a test helper (tests/helpers.py); bench/ shares median_seconds
+
+import cv2  # noqa: E402
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from bench.export_latency import FIXTURES  # noqa: E402
+from bench.export_latency import median_seconds  # noqa: E402
+from centerpose_jax import geometry  # noqa: E402
+from centerpose_jax.data import transforms  # noqa: E402
+from centerpose_jax.inference import decode  # noqa: E402
+from centerpose_jax.inference import postprocess_detections  # noqa: E402
+from centerpose_jax.inference.predictor import JaxPredictor  # noqa: E402
+from centerpose_jax.models import create_model  # noqa: E402
+from configs import default  # noqa: E402
+from tests.helpers import random_variables  # noqa: E402
+
+# The CenterPose demo's default intrinsics of the fixture frames (fixtures/real/README.md), pixels.
+CAMERA_K = geometry.camera_matrix(663.0287679036459, 663.0287679036459, 300.2775065104167, 395.00066121419275)
+SYNTHETIC_IMAGES, SYNTHETIC_H, SYNTHETIC_W = 6, 800, 600
+COLUMNS = ("read", "preprocess", "forward", "decode", "fwd+decode", "postprocess")
+
+
+def image_paths(folder: pathlib.Path, synthetic: bool):
+  """The fixture frames, or (with `synthetic`, when they are absent) random PNGs written to `folder`."""
+  frames = sorted((FIXTURES / "real" / "objectron_frames").glob("*.png"))
+  if frames:
+    return frames, "real Objectron frames"
+  if not synthetic:
+    raise SystemExit(f"no frames in {FIXTURES / 'real' / 'objectron_frames'}: set CENTERPOSE_FIXTURES or pass "
+                     "--synthetic")
+  rng = np.random.default_rng(0)
+  paths = [folder / f"random_{i}.png" for i in range(SYNTHETIC_IMAGES)]
+  for path in paths:
+    cv2.imwrite(str(path), rng.integers(0, 256, (SYNTHETIC_H, SYNTHETIC_W, 3), dtype=np.uint8))
+  return paths, "random images"
+
+
+def top_k_threshold(scores: np.ndarray, count: int) -> float:
+  """A score threshold between the `count`-th and the next highest of `scores` [K, 1]."""
+  ordered = np.sort(scores.reshape(-1))[::-1]
+  return float((ordered[count - 1] + ordered[count]) / 2)
+
+
+def bench_backbone(backbone: str, size: int, paths, detections: int, repeats: int) -> dict:
+  """{stage: ms per image} (see the module docstring), plus "kept" (mean detections) and "images/s"."""
+  config = default.get_config()
+  config.model.backbone.model_type = backbone
+  model = create_model(config)
+  variables = jax.device_put(random_variables(model, (size, size)))
+  settings, data = config.inference, config.dataset
+  output_size = (size // config.model.down_ratio,) * 2
+
+  def read(path):
+    return cv2.imread(str(path), cv2.IMREAD_COLOR)
+
+  def preprocess(frame):
+    image, center, scale = transforms.preprocess_image(frame, (size, size), data.mean, data.std)
+    return image[None], center, scale
+
+  forward = jax.jit(lambda v, x: model.apply(v, x, train=False))
+  decoder = jax.jit(lambda heads: decode(heads, num_select=settings.num_select))
+  predict = JaxPredictor(model, variables, batch_size=1, num_select=settings.num_select)
+
+  frames = [read(path) for path in paths]
+  inputs = [preprocess(frame) for frame in frames]
+  heads = [jax.block_until_ready(forward(variables, x)) for x, _, _ in inputs]
+  decoded = [predict(x) for x, _, _ in inputs]
+  thresholds = [top_k_threshold(d["scores"][0], detections) for d in decoded]
+
+  def postprocess(i, outputs):
+    _, center, scale = inputs[i]
+    return postprocess_detections({name: value[0] for name, value in outputs.items()}, center, scale,
+                                  output_size, CAMERA_K, threshold=thresholds[i], opencv=settings.opencv,
+                                  use_pnp=settings.use_pnp, pnp_keypoints=settings.pnp_keypoints)
+
+  def end_to_end():
+    for i, path in enumerate(paths):
+      x, _, _ = preprocess(read(path))
+      postprocess(i, predict(x))
+
+  stages = {
+      "read": lambda: [read(path) for path in paths],
+      "preprocess": lambda: [preprocess(frame) for frame in frames],
+      "forward": lambda: [jax.block_until_ready(forward(variables, x)) for x, _, _ in inputs],
+      "decode": lambda: [jax.block_until_ready(decoder(h)) for h in heads],
+      "fwd+decode": lambda: [predict(x) for x, _, _ in inputs],
+      "postprocess": lambda: [postprocess(i, d) for i, d in enumerate(decoded)],
+  }
+  row = {name: 1e3 * median_seconds(stage, repeats) / len(paths) for name, stage in stages.items()}
+  row["kept"] = float(np.mean([len(postprocess(i, d)) for i, d in enumerate(decoded)]))
+  row["images/s"] = len(paths) / median_seconds(end_to_end, repeats)
+  return row
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--backbones", default="DLA34,fan_small", help="comma-separated: DLA34, fan_small, ...")
+  parser.add_argument("--size", type=int, default=512, help="square input size in pixels (multiple of 32)")
+  parser.add_argument("--repeats", type=int, default=3, help="timed passes over the images per stage")
+  parser.add_argument("--detections", type=int, default=10, help="decoder outputs passed to soft-NMS and PnP")
+  parser.add_argument("--synthetic", action="store_true", help="random images when the fixtures are absent")
+  args = parser.parse_args(argv)
+  with tempfile.TemporaryDirectory() as folder:
+    paths, source = image_paths(pathlib.Path(folder), args.synthetic)
+    print(f"backend {jax.default_backend()} ({jax.devices()[0].device_kind}), {len(paths)} {source}, input "
+          f"{args.size}x{args.size}, batch 1, {args.detections} detections to PnP; load average "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print(("{:10s}" + " {:>12s}" * (len(COLUMNS) + 2)).format(
+        "backbone", *(f"{c} ms" for c in COLUMNS), "kept", "images/s"))
+    for backbone in args.backbones.split(","):
+      row = bench_backbone(backbone, args.size, paths, args.detections, args.repeats)
+      print(("{:10s}" + " {:>12.2f}" * (len(COLUMNS) + 2)).format(
+          backbone, *(row[c] for c in COLUMNS), row["kept"], row["images/s"]), flush=True)
+
+
+if __name__ == "__main__":
+  main()
