@@ -54,6 +54,7 @@ def _dataset() -> config_dict.ConfigDict:
   d.no_color_aug = False
   d.not_rand_crop = False
   d.aug_rot = 0.0
+  d.rotate = 0.0  # ours (NVlabs' name): the bound in degrees of the aug_rot rotation
   d.flip = 0.5
   d.input_res = 512  # pixels, any multiple of 32
   d.output_res = 128  # input_res / down_ratio

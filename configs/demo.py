@@ -2,10 +2,12 @@
 
   make demo
   # = python tools/make_synthetic_dataset.py --out results/demo/data --category cereal_box ...
-  #   python train.py --config=configs/demo.py --config.results_dir=results/demo   (then evaluate, infer, export)
+  #   python train.py --config=configs/demo.py      (then evaluate.py, infer.py, export.py, same config)
 
-Expected: validation 3D IoU AP@0.5 >= 0.5 on the synthetic val split after training (docs/benchmarks.md has the
-figure measured on 2 CPU cores).
+A quarter-width DLA34 (head_conv 64) at 128x128, batch 8, 24 epochs of 400 frames: about 10 minutes of
+training on 2 CPU cores. docs/benchmarks.md has the validation 3D IoU AP@0.5 and 2D MPE measured; this short
+schedule shows the whole pipeline learning, not a converged model (the issue's target of AP@0.5 >= 0.5 in 10
+CPU minutes is not reached yet).
 """
 
 import os
@@ -23,15 +25,17 @@ def get_config():
   config.dataset.inference_data = os.path.join(data, "val")
   config.dataset.input_res = 128
   config.dataset.output_res = 32
-  config.dataset.batch_size = 16
+  config.dataset.batch_size = 8
   config.dataset.workers = 2
+  config.dataset.not_rand_crop = True  # letterboxed frames as at validation (flip and colour stay on)
   config.model.backbone.model_type = "DLA34"
-  config.model.backbone.width_multiplier = 0.5
-  config.train.num_epochs = 30
-  config.train.checkpoint_interval = 5
-  config.train.validation_interval = 5
-  config.train.optim.lr = 2e-3
-  config.train.optim.lr_steps = [24]
+  config.model.backbone.width_multiplier = 0.25
+  config.model.head_conv = 64
+  config.train.num_epochs = 24
+  config.train.checkpoint_interval = 8
+  config.train.validation_interval = 8
+  config.train.optim.lr = 4e-3
+  config.train.optim.lr_steps = (20,)
   config.train.seed = 0
   checkpoints = os.path.join(config.results_dir, "train")
   config.evaluate.checkpoint = checkpoints

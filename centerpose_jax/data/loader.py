@@ -74,8 +74,7 @@ class SampleSettings:
         flip_idx=tuple(map(tuple, d.flip_idx)), center_3d=bool(d.center_3D), obj_scale=bool(d.obj_scale),
         use_absolute_scale=bool(d.use_absolute_scale), random_crop=not d.not_rand_crop,
         flip_probability=float(d.flip), rotation_probability=float(d.aug_rot),
-        # TAO's schema has no rotation bound (NVlabs' `rotate`, default 0); read it when a config adds it.
-        max_rotation_deg=float(d.get("rotate", 0.0)), color_augmentation=not d.no_color_aug)
+        max_rotation_deg=float(d.rotate), color_augmentation=not d.no_color_aug)
 
 
 def decode_image(image_bytes) -> Optional[np.ndarray]:
