@@ -160,7 +160,7 @@ def _inference() -> config_dict.ConfigDict:
   i.focal_length_y = 0.0
   i.skew = 0.0
   i.axis_size = 0.5  # metres (relative-scale units) of the drawn axes
-  i.pnp_keypoints = "displacement+heatmap"  # ours: PnP points; "displacement" = TAO's effective 8 points
+  i.pnp_keypoints = "displacement"  # ours: PnP points; "displacement+heatmap" = 16 points as NVlabs
   i.onnx_file = ""  # ours: run an exported ONNX with onnxruntime instead of the JAX model
   return i
 

@@ -84,7 +84,7 @@ def soft_nms(boxes, scores, threshold, sigma=SOFT_NMS_SIGMA):
 
 
 def postprocess_detections(decoded, center, scale, output_size, camera_matrix, *, threshold, opencv,
-                           use_pnp=True, pnp_keypoints="displacement+heatmap"):
+                           use_pnp=True, pnp_keypoints="displacement"):
   """Detections of one image, in image pixels, with their 6-DoF pose.
 
   Args:
