@@ -9,6 +9,7 @@ reports every problem at once, each naming the field, the bad value and what is 
 
 import json
 import os
+import pathlib
 import sys
 from typing import Callable, List, Sequence
 
@@ -265,6 +266,12 @@ def validate(config: config_dict.ConfigDict, task: str) -> config_dict.ConfigDic
   if problems:
     raise ConfigError(problems)
   return config
+
+
+def task_results_dir(config, section: str) -> pathlib.Path:
+  """Where a task writes: `<section>.results_dir` when set, else `results_dir/<section>` (section "train",
+  "evaluate" or "inference")."""
+  return pathlib.Path(config[section].results_dir or os.path.join(config.results_dir, section))
 
 
 def resolve_device_ids(num_gpus: int, gpu_ids: Sequence[int], available: int,

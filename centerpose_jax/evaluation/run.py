@@ -6,14 +6,13 @@
 (default `results_dir/evaluate`).
 """
 
-import os
-import pathlib
 import time
 from typing import Dict, List
 
 import numpy as np
 import tqdm
 
+from centerpose_jax import config as config_lib
 from centerpose_jax.data import loader
 from centerpose_jax.evaluation.evaluator import Evaluator
 from centerpose_jax.inference.postprocess import postprocess_detections
@@ -52,10 +51,6 @@ def score_batch(evaluator: Evaluator, decoded: Dict[str, np.ndarray], batch: dic
   return per_sample
 
 
-def output_dir(config) -> pathlib.Path:
-  return pathlib.Path(config.evaluate.results_dir or os.path.join(config.results_dir, "evaluate"))
-
-
 def evaluate(config) -> dict:
   """Evaluates the configured model on the test (or validation) data; prints and writes the report.
 
@@ -80,7 +75,7 @@ def evaluate(config) -> dict:
       score_batch(evaluator, predict(batch["input"]), batch, config)
       bar.update(int(np.count_nonzero(batch["sample_weight"])))
   results = evaluator.finalize()
-  out = output_dir(config)
+  out = config_lib.task_results_dir(config, "evaluate")
   report.write_report(results, out)
   print(report.format_report(results))
   seconds = time.perf_counter() - start

@@ -7,7 +7,6 @@ annotated `<stem>.mp4` and one `<stem>.jsonl` (a JSON record per frame).
 
 import json
 import logging
-import os
 import pathlib
 import time
 from typing import Iterator, List, Tuple
@@ -16,6 +15,7 @@ import cv2
 import numpy as np
 import tqdm
 
+from centerpose_jax import config as config_lib
 from centerpose_jax.data import transforms
 from centerpose_jax.inference import camera as camera_lib
 from centerpose_jax.inference.draw import draw_detections
@@ -33,10 +33,6 @@ def find_images(path) -> List[pathlib.Path]:
   if path.is_file():
     return [path]
   return sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-
-
-def output_dir(config) -> pathlib.Path:
-  return pathlib.Path(config.inference.results_dir or os.path.join(config.results_dir, "inference"))
 
 
 class _Session:
@@ -155,7 +151,7 @@ def _run_video(session: _Session, video: pathlib.Path, out: pathlib.Path):
 def infer(config) -> dict:
   """Runs inference as configured (see the module docstring); returns the summary it prints."""
   source = pathlib.Path(config.dataset.inference_data)
-  out = output_dir(config)
+  out = config_lib.task_results_dir(config, "inference")
   out.mkdir(parents=True, exist_ok=True)
   session = _Session(config)
   start = time.perf_counter()

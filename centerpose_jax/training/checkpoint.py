@@ -35,6 +35,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from centerpose_jax import config as config_lib
 from centerpose_jax import encryption
 
 TRAIN_SUBDIR = "train"
@@ -48,9 +49,7 @@ _STEP_BOOKKEEPING = "_CHECKPOINT_METADATA"  # Orbax's per-step metadata: left pl
 def train_dir(config) -> pathlib.Path:
   """Where training writes checkpoints, TensorBoard events and status.json: `train.results_dir`, else
   `results_dir/train`."""
-  if config.train.get("results_dir"):
-    return pathlib.Path(config.train.results_dir)
-  return pathlib.Path(config.results_dir) / TRAIN_SUBDIR
+  return config_lib.task_results_dir(config, TRAIN_SUBDIR)
 
 
 def _encrypt_tree(folder: pathlib.Path, key: encryption.Key) -> None:
