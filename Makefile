@@ -18,8 +18,8 @@ venv: $(VENV)/.installed
 # Generate a synthetic dataset (once), train on it, evaluate, run inference and export an ONNX
 # (configs/demo.py holds every path, under results/demo/).
 demo: venv
-	$(PY) tools/make_synthetic_dataset.py --out results/demo/data --category cereal_box \
-	    --num-train 400 --num-val 100 --seed 0 --skip-existing
+	$(PY) tools/make_synthetic_dataset.py --out results/demo/data --category camera --num-train 800 \
+	    --num-val 100 --width 256 --height 256 --max-objects 1 --seed 0 --skip-existing
 	$(PY) train.py --config=configs/demo.py
 	$(PY) evaluate.py --config=configs/demo.py
 	$(PY) infer.py --config=configs/demo.py

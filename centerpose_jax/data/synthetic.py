@@ -33,6 +33,7 @@ from centerpose_jax.data import synthetic_shapes
 CATEGORIES = synthetic_shapes.CATEGORIES
 SPLITS = ("train", "val")
 IMAGE_EXTENSION = ".png"
+SETTINGS_FILE = "synthetic.json"  # in the output folder: the settings its frames were generated with
 _NEAREST_DEPTH = 0.1  # metres: every object vertex must be at least this far in front of the camera.
 _ATTEMPTS = 50
 
@@ -258,6 +259,23 @@ def _check_split_folder(folder, count):
                      "use an empty output folder")
 
 
+def _check_settings(out_dir, settings):
+  """Writes `out_dir/synthetic.json` (the generator's settings) or refuses a folder made with other settings.
+
+  Frames kept by `skip_existing` must come from the same category, seed, image size and object count, or the
+  dataset would silently mix two generators' outputs.
+  """
+  path = out_dir / SETTINGS_FILE
+  if path.exists():
+    previous = json.loads(path.read_text())
+    changed = sorted(key for key in settings if previous.get(key) != settings[key])
+    if changed:
+      raise ValueError(f"{out_dir} holds a synthetic dataset generated with other settings ("
+                       + ", ".join(f"{key} {previous.get(key)!r}, now {settings[key]!r}" for key in changed)
+                       + "); use an empty output folder")
+  path.write_text(json.dumps(settings, indent=1))
+
+
 def _write_frame(task):
   """Renders and writes one frame; returns its objects' (visibility, span) pairs, or None when skipped."""
   folder, split, index, category, width, height, max_objects, seed, skip_existing = task
@@ -274,7 +292,7 @@ def _write_frame(task):
 
 def generate_dataset(out_dir, category, num_train, num_val, seed, width=240, height=320, max_objects=3,
                      skip_existing=False, workers=1) -> dict:
-  """Writes `out_dir/train/` and `out_dir/val/` as NNNNNN.png + NNNNNN.json pairs.
+  """Writes `out_dir/train/` and `out_dir/val/` as NNNNNN.png + NNNNNN.json pairs, and `out_dir/synthetic.json`.
 
   Args:
     out_dir: output folder (created).
@@ -293,6 +311,9 @@ def generate_dataset(out_dir, category, num_train, num_val, seed, width=240, hei
   if category not in CATEGORIES:
     raise ValueError(f"unknown category {category!r}; expected one of {', '.join(CATEGORIES)}")
   out_dir = pathlib.Path(out_dir)
+  out_dir.mkdir(parents=True, exist_ok=True)
+  _check_settings(out_dir, {"category": category, "seed": seed, "width": width, "height": height,
+                            "max_objects": max_objects})
   tasks = []
   for split, count in zip(SPLITS, (num_train, num_val)):
     folder = out_dir / split

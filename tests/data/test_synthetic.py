@@ -215,5 +215,7 @@ def test_cli_writes_train_and_val(tmp_path, capsys):
   capsys.readouterr()
   assert make_synthetic_dataset.main(argv + ["--skip-existing"]) == 0
   assert json.loads(capsys.readouterr().out)["splits"]["train"]["rendered"] == 0
-  # A folder holding other images is refused rather than mixed.
+  # A folder holding other images, or frames of other settings, is refused rather than mixed.
   assert make_synthetic_dataset.main(argv[:4] + ["--num-train", "1"] + argv[6:]) == 2
+  assert make_synthetic_dataset.main(argv[:3] + ["bottle"] + argv[4:] + ["--skip-existing"]) == 2
+  assert "category 'cup', now 'bottle'" in capsys.readouterr().err

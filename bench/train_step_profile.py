@@ -1,0 +1,181 @@
+"""Where the training step's time goes: a profiled step, its XLA ops attributed to layers and to pass.
+
+  .venv/bin/python bench/train_step_profile.py --arch DLA34 --res 256 --batch 2
+  .venv/bin/python bench/train_step_profile.py --arch DLA34 --width-multiplier 0.25 --head-conv 64 --res 128 --batch 8
+
+Builds the jitted step training uses (`training.step.make_train_step`, one device, random targets as in
+train_throughput.py), runs it once to compile, then traces `--steps` steps with `jax.profiler` and reads the
+trace's per-op durations. Each executed XLA op is matched to the JAX operation it came from through the
+compiled HLO's metadata (`op_name`, e.g. `jvp(CenterPose)/hm/0/conv_general_dilated`), and classified:
+
+  forward            ops of the forward pass (`jvp(...)` without `transpose`)
+  backward, input    backward ops, except convolutions that produce a kernel gradient
+  backward, weights  convolutions whose output is a kernel gradient (XLA expresses dW as a convolution whose
+                     window spans the whole feature map; XLA keeps no metadata for them, so no model part)
+  optimizer/other    Adam, clipping, loss bookkeeping, copies without metadata
+
+It prints the share of each class, the time per model part (backbone, neck, ConvGRU, each head) and pass, and
+the slowest ops. On XLA:CPU set XLA_FLAGS=--xla_cpu_enable_xprof_traceme=true (this script does it when the
+variable is unset) so that every op appears in the trace.
+"""
+
+import argparse
+import collections
+import gzip
+import json
+import os
+import pathlib
+import re
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("XLA_FLAGS", "--xla_cpu_enable_xprof_traceme=true")
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+
+# A convolution whose window is larger than this (in any spatial dimension) is a kernel gradient.
+_LARGEST_KERNEL = 7
+
+
+def _hlo_op_info(hlo_text: str) -> dict:
+  """Instruction name -> (op_name metadata, is kernel-gradient convolution), fusions resolved to their body."""
+  computations, current = {}, None
+  entry_lines = []
+  for line in hlo_text.splitlines():
+    header = re.match(r"\s*(?:ENTRY )?%?([\w.\-]+) .*\{\s*$", line)
+    if header and "=" not in line.split("{")[0]:
+      current = header.group(1)
+      computations[current] = []
+      continue
+    if line.strip() == "}":
+      current = None
+      continue
+    (computations[current] if current else entry_lines).append(line)
+
+  def describe(lines):
+    op_name, weight_grad = None, False
+    for line in lines:
+      meta = re.search(r'op_name="([^"]+)"', line)
+      if meta and (op_name is None or " convolution(" in line):
+        op_name = meta.group(1)
+      window = re.search(r" convolution\(.*window=\{size=([\dx]+)", line)
+      if window and max(int(size) for size in window.group(1).split("x")) > _LARGEST_KERNEL:
+        weight_grad = True
+    return op_name, weight_grad
+
+  info = {}
+  for lines in list(computations.values()) + [entry_lines]:
+    for line in lines:
+      match = re.match(r"\s*(?:ROOT )?%?([\w.\-]+) = ", line)
+      if not match:
+        continue
+      called = re.search(r"calls=%?([\w.\-]+)", line)
+      op_name, weight_grad = describe([line] + computations.get(called.group(1), []) if called else [line])
+      info[match.group(1)] = (op_name or "", weight_grad)
+  return info
+
+
+def _classify(op_name: str, weight_grad: bool) -> str:
+  if weight_grad:  # XLA leaves these without metadata
+    return "backward, weights"
+  if "transpose(jvp(" in op_name:
+    return "backward, input"
+  if "jvp(" in op_name:
+    return "forward"
+  return "optimizer/other"
+
+
+def _part(op_name: str) -> str:
+  """The top-level module an op belongs to (`base`, `dla_up`, a head name, ...), or "-"."""
+  components = op_name.split("/")
+  for index, component in enumerate(components):
+    if component.startswith(("jvp(", "transpose(jvp(")):
+      modules = [c for c in components[index + 1:-1] if not c.startswith(("CenterPose.", "jit(", "jvp("))]
+      return modules[0] if modules else "-"
+  return "-"
+
+
+def profile(args) -> dict:
+  """Runs and traces the step; returns the aggregated figures."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import train_throughput  # pylint: disable=g-import-not-at-top
+  from configs import default  # pylint: disable=g-import-not-at-top
+  from centerpose_jax.data import loader  # pylint: disable=g-import-not-at-top
+  from centerpose_jax.models import create_model  # pylint: disable=g-import-not-at-top
+  from centerpose_jax.training import losses, optim, state as state_lib, step as step_lib  # pylint: disable=g-multiple-import
+
+  config = default.get_config()
+  config.model.backbone.model_type = args.arch
+  config.model.backbone.width_multiplier = args.width_multiplier
+  if args.head_conv:
+    config.model.head_conv = args.head_conv
+  model = create_model(config)
+  mesh = step_lib.create_mesh(jax.devices()[:1])
+  optimizer = optim.create_optimizer(config.train, batches_per_epoch=1000)
+  variables = state_lib.init_variables(model, jax.random.key(0, impl="rbg"), (1, args.res, args.res, 3))
+  state = state_lib.create_train_state(variables, optimizer, jax.random.PRNGKey(1), "fp32",
+                                       step_lib.replicated_sharding(mesh))
+  train_step = step_lib.make_train_step(model, optimizer, losses.loss_weights(config.train.loss_config), "fp32",
+                                        mesh)
+  arrays = loader.shard_batch(train_throughput._batch(args.res, args.batch, np.random.default_rng(0)), mesh)  # pylint: disable=protected-access
+  hlo_text = train_step.lower(state, arrays).compile().as_text()
+  if os.environ.get("DUMP_HLO"): pathlib.Path(os.environ["DUMP_HLO"]).write_text(hlo_text)
+  info = _hlo_op_info(hlo_text)
+  state, metrics = train_step(state, arrays)
+  jax.block_until_ready(metrics)
+  with tempfile.TemporaryDirectory() as trace_dir:
+    start = time.perf_counter()
+    with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
+      for _ in range(args.steps):
+        state, metrics = train_step(state, arrays)
+      jax.block_until_ready(metrics)
+    step_seconds = (time.perf_counter() - start) / args.steps
+    trace_file = next(pathlib.Path(trace_dir).rglob("*.trace.json.gz"))
+    events = json.load(gzip.open(trace_file))["traceEvents"]
+
+  by_class, by_part, by_op = collections.Counter(), collections.Counter(), collections.Counter()
+  for event in events:
+    if event.get("ph") != "X" or event["name"] not in info:
+      continue
+    op_name, weight_grad = info[event["name"]]
+    seconds = event["dur"] / 1e6 / args.steps
+    kind = _classify(op_name, weight_grad)
+    by_class[kind] += seconds
+    by_part[(_part(op_name), kind)] += seconds
+    by_op[(event["name"], kind, op_name)] += seconds
+  return {"step_seconds": step_seconds, "op_seconds": sum(by_class.values()), "by_class": by_class,
+          "by_part": by_part, "by_op": by_op}
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--arch", default="DLA34", choices=("DLA34", "fan_small"))
+  parser.add_argument("--width-multiplier", type=float, default=1.0, help="DLA34 width (1.0 = TAO)")
+  parser.add_argument("--head-conv", type=int, default=0, help="head hidden channels (0: the config's)")
+  parser.add_argument("--res", type=int, default=256, help="input pixels")
+  parser.add_argument("--batch", type=int, default=2)
+  parser.add_argument("--steps", type=int, default=1, help="traced steps (after one compiling step)")
+  parser.add_argument("--top", type=int, default=15, help="slowest ops listed")
+  args = parser.parse_args(argv)
+  result = profile(args)
+  total = result["op_seconds"]
+  print(f"{args.arch} width {args.width_multiplier} {args.res}x{args.res} batch {args.batch}: "
+        f"{result['step_seconds']:.3f} s/step wall, {total:.3f} s in XLA ops")
+  for kind, seconds in result["by_class"].most_common():
+    print(f"  {kind:18s} {seconds:8.3f} s  {100 * seconds / total:5.1f} %")
+  print("per model part and pass (s):")
+  parts = sorted({part for part, _ in result["by_part"]})
+  kinds = ("forward", "backward, input", "backward, weights", "optimizer/other")
+  print(f"  {'part':10s}" + "".join(f"{kind:>19s}" for kind in kinds))
+  for part in sorted(parts, key=lambda p: -sum(result["by_part"][(p, k)] for k in kinds)):
+    print(f"  {part:10s}" + "".join(f"{result['by_part'][(part, kind)]:19.3f}" for kind in kinds))
+  print(f"slowest {args.top} ops:")
+  for (name, kind, op_name), seconds in result["by_op"].most_common(args.top):
+    print(f"  {seconds * 1e3:8.1f} ms  {kind:18s} {name:28s} {op_name[-110:]}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
