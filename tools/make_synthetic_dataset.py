@@ -2,8 +2,9 @@
 
   python tools/make_synthetic_dataset.py --out DIR --category bike --num-train 400 --num-val 100 --seed 0
 
-Writes DIR/train/ and DIR/val/ as NNNNNN.png + NNNNNN.json pairs and prints a summary (images, objects,
-images per second, visibility and size statistics). The output depends only on the arguments.
+Writes DIR/train/ and DIR/val/ as NNNNNN.png + NNNNNN.json pairs and DIR/synthetic.json (the settings), and
+prints a summary (images, objects, images per second, visibility and size statistics). The output depends only
+on the arguments; a folder generated with another category, seed, image size or object count is refused.
 """
 
 import argparse
