@@ -99,30 +99,12 @@ def _part(op_name: str) -> str:
 def profile(args) -> dict:
   """Runs and traces the step; returns the aggregated figures."""
   import jax  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
   import train_throughput  # pylint: disable=g-import-not-at-top
-  from configs import default  # pylint: disable=g-import-not-at-top
-  from centerpose_jax.data import loader  # pylint: disable=g-import-not-at-top
-  from centerpose_jax.models import create_model  # pylint: disable=g-import-not-at-top
-  from centerpose_jax.training import losses, optim, state as state_lib, step as step_lib  # pylint: disable=g-multiple-import
 
-  config = default.get_config()
-  config.model.backbone.model_type = args.arch
-  config.model.backbone.width_multiplier = args.width_multiplier
-  if args.head_conv:
-    config.model.head_conv = args.head_conv
-  model = create_model(config)
-  mesh = step_lib.create_mesh(jax.devices()[:1])
-  optimizer = optim.create_optimizer(config.train, batches_per_epoch=1000)
-  variables = state_lib.init_variables(model, jax.random.key(0, impl="rbg"), (1, args.res, args.res, 3))
-  state = state_lib.create_train_state(variables, optimizer, jax.random.PRNGKey(1), "fp32",
-                                       step_lib.replicated_sharding(mesh))
-  train_step = step_lib.make_train_step(model, optimizer, losses.loss_weights(config.train.loss_config), "fp32",
-                                        mesh)
-  arrays = loader.shard_batch(train_throughput._batch(args.res, args.batch, np.random.default_rng(0)), mesh)  # pylint: disable=protected-access
-  hlo_text = train_step.lower(state, arrays).compile().as_text()
-  if os.environ.get("DUMP_HLO"): pathlib.Path(os.environ["DUMP_HLO"]).write_text(hlo_text)
-  info = _hlo_op_info(hlo_text)
+  jitted_step, state, arrays, _ = train_throughput.build_step(args.arch, args.res, args.batch, "fp32",
+                                                              args.width_multiplier, args.head_conv)
+  train_step = jitted_step.lower(state, arrays).compile()  # compiled once: run and read its HLO metadata
+  info = _hlo_op_info(train_step.as_text())
   state, metrics = train_step(state, arrays)
   jax.block_until_ready(metrics)
   with tempfile.TemporaryDirectory() as trace_dir:

@@ -3,6 +3,8 @@ memory, for DLA34 and fan_small at 512x512 batch 2 and 256x256 batch 8, in fp32 
 
   .venv/bin/python bench/train_throughput.py                      # all 8 configurations (slow on a CPU)
   .venv/bin/python bench/train_throughput.py --arch DLA34 --res 128 --batch 2 --precision fp32 --steps 2
+  .venv/bin/python bench/train_throughput.py --arch DLA34 --res 128 --batch 8 --precision fp32 \
+      --width-multiplier 0.25 --head-conv 64                      # the demo's model
 
 Each configuration runs in its own process (so its peak memory is its own) on the default JAX backend, with
 one device and random targets in the loader's layout (one object per sample). The jitted step is
@@ -43,8 +45,13 @@ def _batch(res: int, batch: int, rng):
   return {key: np.stack([s[key] for s in samples]) for key in samples[0]}
 
 
-def run_one(arch: str, res: int, batch: int, precision: str, steps: int, width_multiplier: float) -> dict:
-  """Measures one configuration in this process."""
+def build_step(arch: str, res: int, batch: int, precision: str, width_multiplier: float, head_conv: int = 0):
+  """The jitted training step of one configuration, its initial state and a random batch (one device).
+
+  Returns:
+    (train_step, state, arrays, init_seconds): `training.step.make_train_step`'s function, the train state,
+    the sharded batch and the seconds spent initialising the variables and the state.
+  """
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from configs import default  # pylint: disable=g-import-not-at-top
@@ -56,6 +63,8 @@ def run_one(arch: str, res: int, batch: int, precision: str, steps: int, width_m
   config = default.get_config()
   config.model.backbone.model_type = arch
   config.model.backbone.width_multiplier = width_multiplier
+  if head_conv:
+    config.model.head_conv = head_conv
   config.train.precision = precision
   model = create_model(config, dtype=precision_lib.compute_dtype(precision))
   mesh = step_lib.create_mesh(jax.devices()[:1])
@@ -69,6 +78,14 @@ def run_one(arch: str, res: int, batch: int, precision: str, steps: int, width_m
   train_step = step_lib.make_train_step(model, optimizer, losses.loss_weights(config.train.loss_config),
                                         precision, mesh)
   arrays = loader.shard_batch(_batch(res, batch, np.random.default_rng(0)), mesh)
+  return train_step, state, arrays, init_seconds
+
+
+def run_one(arch: str, res: int, batch: int, precision: str, steps: int, width_multiplier: float,
+            head_conv: int = 0) -> dict:
+  """Measures one configuration in this process."""
+  import jax  # pylint: disable=g-import-not-at-top
+  train_step, state, arrays, init_seconds = build_step(arch, res, batch, precision, width_multiplier, head_conv)
   start = time.perf_counter()
   state, metrics = train_step(state, arrays)
   jax.block_until_ready(metrics)
@@ -84,7 +101,7 @@ def run_one(arch: str, res: int, batch: int, precision: str, steps: int, width_m
     peak, peak_kind = stats["peak_bytes_in_use"], "device"
   else:
     peak, peak_kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "process RSS"
-  return {"arch": arch, "width_multiplier": width_multiplier, "input": res, "batch": batch, "precision": precision,
+  return {"arch": arch, "width_multiplier": width_multiplier, "head_conv": head_conv or 256, "input": res, "batch": batch, "precision": precision,
           "device": device.device_kind, "init_s": round(init_seconds, 2),
           "compile_plus_first_step_s": round(compile_seconds, 2), "step_s": round(seconds, 3),
           "samples_per_s": round(batch / seconds, 3), "peak_memory_gib": round(peak / 2**30, 3),
@@ -99,19 +116,20 @@ def main(argv=None) -> int:
   parser.add_argument("--precision", choices=PRECISIONS, action="append", help="repeatable; default: both")
   parser.add_argument("--steps", type=int, default=5, help="timed steps after the first")
   parser.add_argument("--width-multiplier", type=float, default=1.0, help="DLA34 width (1.0 = TAO)")
+  parser.add_argument("--head-conv", type=int, default=0, help="head hidden channels (0: TAO's 256)")
   parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # internal: measure in-process
   args = parser.parse_args(argv)
   if (args.res is None) != (args.batch is None):
     parser.error("--res and --batch go together")
   if args.one:
     print(json.dumps(run_one(args.arch[0], args.res, args.batch, args.precision[0], args.steps,
-                             args.width_multiplier)))
+                             args.width_multiplier, args.head_conv)))
     return 0
   shapes = [(args.res, args.batch)] if args.res else list(SHAPES)
   for arch, (res, batch), precision in itertools.product(args.arch or ARCHS, shapes, args.precision or PRECISIONS):
     command = [sys.executable, __file__, "--one", "--arch", arch, "--res", str(res), "--batch", str(batch),
                "--precision", precision, "--steps", str(args.steps), "--width-multiplier",
-               str(args.width_multiplier if arch == "DLA34" else 1.0)]
+               str(args.width_multiplier if arch == "DLA34" else 1.0), "--head-conv", str(args.head_conv)]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
       print(f"{arch} {res}x{res} batch {batch} {precision}: failed\n{result.stderr[-2000:]}", file=sys.stderr)

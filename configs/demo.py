@@ -28,7 +28,7 @@ def get_config():
   config.dataset.output_res = 32
   config.dataset.batch_size = 8
   config.dataset.workers = 2
-  config.dataset.not_rand_crop = True  # letterboxed frames as at validation (flip and colour stay on)
+  config.dataset.not_rand_crop = True  # whole frames as at validation (flip and colour stay on)
   config.model.backbone.model_type = "DLA34"
   config.model.backbone.width_multiplier = 0.25
   config.model.head_conv = 64

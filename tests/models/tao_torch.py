@@ -17,8 +17,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-HEADS = {"hm": 1, "wh": 2, "hps": 16, "reg": 2, "hm_hp": 8, "hp_offset": 2, "scale": 3}
-GRU_STEP_OF_HEAD = {"hm": 0, "wh": 0, "reg": 0, "hm_hp": 1, "hp_offset": 1, "hps": 1, "scale": 2}
+# The head table (name -> channels, and the GRU step feeding each) is the spec's; the goldens check it too.
+from centerpose_jax.models.heads import GRU_STEP_OF_HEAD
+from centerpose_jax.models.heads import HEADS
+
 # arch -> (embed dim E, FAN blocks, heads, ConvNeXt stage depths, index of the block that gives p2)
 FAN_ARCHS = {"fan_small": (384, 10, 8, (3, 3), 9), "fan_base": (448, 16, 8, (3, 3), 15),
              "fan_large": (480, 22, 10, (3, 5), 18)}

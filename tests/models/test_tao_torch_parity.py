@@ -6,11 +6,18 @@ deterministic weights by a strict `load_state_dict`, must reproduce TAO's golden
 weights converted by our converter, must equal the reference at 96x160 and 160x96, every head.
 """
 
+import os
+
 import jax
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")  # test-only dependency (requirements-dev.txt)
+try:
+  import torch  # test-only dependency (requirements-dev.txt)
+except ImportError:
+  if os.environ.get("CI", "").lower() == "true":  # CI installs requirements-dev: a missing torch is a failure
+    raise
+  pytest.skip("torch is not installed (pip install -r requirements-dev.txt)", allow_module_level=True)
 
 # pylint: disable=wrong-import-position
 from centerpose_jax.convert import pytorch
