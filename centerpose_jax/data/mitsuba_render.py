@@ -146,9 +146,9 @@ def _transform(mi, matrix):
   return mi.ScalarTransform4f(np.asarray(matrix, np.float64).tolist())
 
 
-def _bitmap_texture(mi, image, srgb_raw=True):
-  """A Mitsuba bitmap texture of a linear float [h, w, 3] image (`raw`: no colour-space conversion)."""
-  return {"type": "bitmap", "bitmap": mi.Bitmap(np.ascontiguousarray(image, np.float32)), "raw": srgb_raw,
+def _bitmap_texture(mi, image):
+  """A repeating Mitsuba bitmap texture of a linear float [h, w, 3] image (raw: no colour-space conversion)."""
+  return {"type": "bitmap", "bitmap": mi.Bitmap(np.ascontiguousarray(image, np.float32)), "raw": True,
           "filter_type": "bilinear", "wrap_mode": "repeat"}
 
 

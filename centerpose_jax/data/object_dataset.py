@@ -73,6 +73,8 @@ class RenderOptions:
   point_lights: Tuple[int, int] = _option((0, 2), "number of point lights near the object")
   point_light_power: Tuple[float, float] = _option((0.3, 2.0), "each point light's irradiance at the object")
   light_tint: float = _option(0.25, "light colour: each channel scaled by 1 + U(-tint, tint)")
+  texture_contrast: Tuple[float, float] = _option((1.0, 1.0), "contrast of each procedural texture and background "
+                                                             "(1 = full, 0 = a flat colour)")
   ground_probability: float = _option(0.85, "probability that the frame has a textured ground plane")
   ground_tile: Tuple[float, float] = _option((1.0, 8.0), "ground texture repeat length, in object radii")
   distractors: Tuple[int, int] = _option((0, 4), "number of distractor primitives around the object")
@@ -93,7 +95,7 @@ class RenderOptions:
                               f"got {value}")
     if self.width < 16 or self.height < 16 or self.samples < 1 or self.max_depth < 2:
       raise CenterPoseError("render options: width and height must be >= 16, samples >= 1, max_depth >= 2")
-    if not 0 < self.span[0] and self.span[1] < 1:
+    if not (0 < self.span[0] and self.span[1] < 1):
       raise CenterPoseError(f"render option span: expected fractions in (0, 1), got {self.span}")
 
 
@@ -108,6 +110,7 @@ class Backgrounds:
 
 
 def _photos(folder) -> list:
+  """Sorted paths of the photos below `folder`."""
   folder = pathlib.Path(folder)
   if not folder.is_dir():
     raise CenterPoseError(f"{folder}: no such background folder")
@@ -297,6 +300,7 @@ def _camera(rng, options, model, centre):
 
 
 def _lights(rng, options, centre, radius) -> list:
+  """The frame's `mitsuba_render.Light`s: a sun (unless its irradiance is drawn as 0) and 0-2 point lights."""
   sun = _uniform(rng, options.sun)
   lights = []
   if sun > 0:
@@ -328,7 +332,7 @@ def sample_frame(rng, model, options, photos=()) -> Frame:
   def texture_image(side=256):
     if photos and rng.random() < 0.5:
       return _photo_crop(rng, photos, side, side)
-    return procedural_textures.texture(rng, side, side)
+    return procedural_textures.texture(rng, side, side, contrast=_uniform(rng, options.texture_contrast))
 
   props = []
   if rng.random() < options.ground_probability:
@@ -354,7 +358,7 @@ def sample_frame(rng, model, options, photos=()) -> Frame:
   if photos:
     background = _photo_crop(rng, photos, height, width)
   else:
-    background = procedural_textures.background(rng, height, width)
+    background = procedural_textures.background(rng, height, width, _uniform(rng, options.texture_contrast))
   scale = max(width, height) / 512
   return Frame(scene=scene, instance=instance, background=background, exposure=_uniform(rng, options.exposure),
                blur=_uniform(rng, options.blur) * scale, noise=_uniform(rng, options.noise))
@@ -397,6 +401,7 @@ _WORKER = {}
 
 
 def _init_worker(mesh, mesh_options, options, name, backgrounds, seed, variant, threads):
+  """Chooses Mitsuba's variant and loads the mesh once per rendering process."""
   mitsuba_render.select_variant(variant, threads)
   _WORKER.update(model=object_mesh.load_object(mesh, **mesh_options), options=options, name=name,
                  backgrounds=backgrounds, seed=seed)

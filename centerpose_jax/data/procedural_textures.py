@@ -43,8 +43,18 @@ def _draw_shapes(rng, image, count):
       cv2.line(image, (x, y), end, colour, max(1, int(side * rng.uniform(0.003, 0.02))), lineType=cv2.LINE_AA)
 
 
-def texture(rng, height, width, kind=None) -> np.ndarray:
-  """[H, W, 3] a random texture of `kind` (one of `KINDS`, random when None)."""
+def with_contrast(image, contrast) -> np.ndarray:
+  """`image` pulled towards its mean colour: contrast 1 keeps it, 0 gives a flat colour."""
+  mean = image.mean(axis=(0, 1), keepdims=True)
+  return (mean + contrast * (image - mean)).astype(np.float32)
+
+
+def texture(rng, height, width, kind=None, contrast=1.0) -> np.ndarray:
+  """[H, W, 3] a random texture of `kind` (one of `KINDS`, random when None) at `contrast` (see `with_contrast`)."""
+  return with_contrast(_texture(rng, height, width, kind), contrast)
+
+
+def _texture(rng, height, width, kind):
   kind = KINDS[rng.integers(len(KINDS))] if kind is None else kind
   first, second = random_colour(rng), random_colour(rng)
   if kind == "solid":
@@ -68,9 +78,10 @@ def texture(rng, height, width, kind=None) -> np.ndarray:
   return (first * (1 - pattern) + second * pattern).astype(np.float32)
 
 
-def background(rng, height, width) -> np.ndarray:
-  """[H, W, 3] a cluttered background: smooth colour noise under 10-40 random shapes, slightly blurred."""
+def background(rng, height, width, contrast=1.0) -> np.ndarray:
+  """[H, W, 3] a cluttered background: smooth colour noise under 10-40 random shapes, slightly blurred, at
+  `contrast` (see `with_contrast`)."""
   image = np.ascontiguousarray(_noise_field(rng, height, width, int(rng.integers(2, 6))))
   _draw_shapes(rng, image, int(rng.integers(10, 41)))
   sigma = rng.uniform(0.0, 2.0) * max(height, width) / 256
-  return cv2.GaussianBlur(image, (0, 0), sigma) if sigma > 0.3 else image
+  return with_contrast(cv2.GaussianBlur(image, (0, 0), sigma) if sigma > 0.3 else image, contrast)

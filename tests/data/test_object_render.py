@@ -13,7 +13,9 @@ from centerpose_jax.data import loader
 from centerpose_jax.data import mitsuba_render
 from centerpose_jax.data import object_dataset
 from centerpose_jax.data import object_mesh
+from centerpose_jax.data import procedural_textures
 from centerpose_jax.errors import CenterPoseError
+from centerpose_jax.evaluation import evaluator
 from tools import make_demo_object
 from tools import render_object_dataset
 
@@ -155,6 +157,20 @@ def test_projected_cuboid_is_the_projection_of_keypoints_3d(clear_frames):
     np.testing.assert_allclose((bottom - plane["plane_center"]) @ np.array(plane["plane_normal"]), 0.0, atol=1e-6)
 
 
+def test_evaluator_scores_the_ground_truth_as_perfect(clear_frames):
+  """Ground truth fed back as relative-scale predictions scores AP 1: the labels are what the evaluator reads."""
+  objectron = evaluator.Evaluator(num_symmetry=1)
+  for _, annotation, _ in clear_frames:
+    obj = annotation["objects"][0]
+    scale = np.array(obj["scale"])
+    objectron.add_frame([{"projected_points": np.array(obj["projected_cuboid"]),
+                          "point_3d_cam": np.array(obj["keypoints_3d"]) / scale[1], "obj_scale": scale / scale[1],
+                          "score": 0.9}], annotation)
+  results = objectron.finalize()
+  assert results["num_matched"] == results["num_gt"] == len(clear_frames)
+  assert results["headline"]["3DIoU_AP@0.5"] == pytest.approx(1.0)
+
+
 def test_object_mask_lies_in_the_projected_hull_and_touches_its_box(clear_frames):
   for image, annotation, rendering in clear_frames:
     assert image.shape == (80, 96, 3) and image.dtype == np.uint8
@@ -247,3 +263,23 @@ def test_demo_object_is_textured_and_asymmetric(tmp_path):
   cells = [atlas[row * 256:(row + 1) * 256, column * 256:(column + 1) * 256].mean(axis=(0, 1))
            for row in range(2) for column in range(3)]
   assert min(np.abs(a - b).max() for i, a in enumerate(cells) for b in cells[i + 1:]) > 10  # every face differs
+
+
+def test_render_options_are_checked(capsys, box_glb, tmp_path):
+  with pytest.raises(CenterPoseError, match="low <= high"):
+    object_dataset.RenderOptions(elevation=(60.0, 10.0))
+  with pytest.raises(CenterPoseError, match="span"):
+    object_dataset.RenderOptions(span=(0.2, 1.5))
+  assert render_object_dataset.main(["--mesh", str(box_glb), "--out", str(tmp_path), "--span", "0.5,0.2"]) == 2
+  assert "span" in capsys.readouterr().err
+  with pytest.raises(SystemExit):
+    render_object_dataset.main(["--mesh", str(box_glb), "--out", str(tmp_path), "--size", "64"])
+
+
+@pytest.mark.parametrize("kind", procedural_textures.KINDS)
+def test_procedural_texture_contrast(kind):
+  full = procedural_textures.texture(np.random.default_rng(4), 32, 32, kind)
+  soft = procedural_textures.texture(np.random.default_rng(4), 32, 32, kind, contrast=0.25)
+  assert full.shape == (32, 32, 3) and full.dtype == np.float32 and 0 <= full.min() and full.max() <= 1
+  np.testing.assert_allclose(soft.std(axis=(0, 1)), 0.25 * full.std(axis=(0, 1)), atol=1e-5)
+  np.testing.assert_allclose(soft.mean(axis=(0, 1)), full.mean(axis=(0, 1)), atol=1e-5)
