@@ -164,7 +164,7 @@ def _style(rng) -> synthetic_render.Style:
       shadow_strength=rng.uniform(0.2, 0.45), noise_sigma=rng.uniform(1.0, 4.0), blur=bool(rng.random() < 0.3))
 
 
-def _annotation(category, instances, visibility, camera_k, world_to_camera, width, height) -> dict:
+def frame_annotation(category, instances, visibility, camera_k, world_to_camera, width, height) -> dict:
   """The CenterPose/Objectron JSON dict of a rendered frame (see the module docstring)."""
   projection = geometry.projection_matrix_from_intrinsics(camera_k[0, 0], camera_k[1, 1], camera_k[0, 2],
                                                           camera_k[1, 2], width, height)
@@ -230,7 +230,7 @@ def render_frame(rng, category, width, height, max_objects=3):
   else:
     raise RuntimeError(f"could not frame {count} {category} objects in {width}x{height} pixels")
   image, visibility = synthetic_render.render(width, height, camera_k, world_to_camera, instances, _style(rng), rng)
-  return image, _annotation(category, instances, visibility, camera_k, world_to_camera, width, height)
+  return image, frame_annotation(category, instances, visibility, camera_k, world_to_camera, width, height)
 
 
 def frame_rng(seed, split, index) -> np.random.Generator:
@@ -238,7 +238,7 @@ def frame_rng(seed, split, index) -> np.random.Generator:
   return np.random.default_rng([seed, SPLITS.index(split), index])
 
 
-def _span_fraction(annotation) -> list:
+def span_fraction(annotation) -> list:
   """Per object: the 2D box of its projected corners as a fraction of the image (larger of x and y)."""
   width, height = annotation["camera_data"]["width"], annotation["camera_data"]["height"]
   spans = []
@@ -249,7 +249,7 @@ def _span_fraction(annotation) -> list:
   return spans
 
 
-def _check_split_folder(folder, count):
+def check_split_folder(folder, count):
   """Refuses a split folder holding images beyond the requested ones (they would be loaded too)."""
   expected = {f"{index:06d}{IMAGE_EXTENSION}" for index in range(count)}
   extra = sorted(name for name in os.listdir(folder)
@@ -259,7 +259,7 @@ def _check_split_folder(folder, count):
                      "use an empty output folder")
 
 
-def _check_settings(out_dir, settings):
+def check_settings(out_dir, settings):
   """Writes `out_dir/synthetic.json` (the generator's settings) or refuses a folder made with other settings.
 
   Frames kept by `skip_existing` must come from the same category, seed, image size and object count, or the
@@ -287,7 +287,7 @@ def _write_frame(task):
   if not cv2.imwrite(str(image_path), image):
     raise OSError(f"could not write {image_path}")
   json_path.write_text(json.dumps(annotation, indent=1))
-  return [(obj["visibility"], span) for obj, span in zip(annotation["objects"], _span_fraction(annotation))]
+  return [(obj["visibility"], span) for obj, span in zip(annotation["objects"], span_fraction(annotation))]
 
 
 def generate_dataset(out_dir, category, num_train, num_val, seed, width=240, height=320, max_objects=3,
@@ -312,13 +312,13 @@ def generate_dataset(out_dir, category, num_train, num_val, seed, width=240, hei
     raise ValueError(f"unknown category {category!r}; expected one of {', '.join(CATEGORIES)}")
   out_dir = pathlib.Path(out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
-  _check_settings(out_dir, {"category": category, "seed": seed, "width": width, "height": height,
-                            "max_objects": max_objects})
+  check_settings(out_dir, {"category": category, "seed": seed, "width": width, "height": height,
+                           "max_objects": max_objects})
   tasks = []
   for split, count in zip(SPLITS, (num_train, num_val)):
     folder = out_dir / split
     folder.mkdir(parents=True, exist_ok=True)
-    _check_split_folder(folder, count)
+    check_split_folder(folder, count)
     tasks += [(str(folder), split, index, category, width, height, max_objects, seed, skip_existing)
               for index in range(count)]
   start = time.perf_counter()
