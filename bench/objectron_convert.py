@@ -6,11 +6,12 @@ Builds the Objectron-layout bottle sequence of tests/objectron_fixture.py (the r
 bottle/batch-3/14 on a synthetic, photograph-like textured 1440x1920 MPEG-4 video; needs ../shared/fixtures or
 $CENTERPOSE_FIXTURES) in a temporary folder, then converts it in this process (`convert.convert`, one sequence,
 600x800 JPEGs) at each stride and prints, per stride, the frames written per CPU-second (every thread of the
-process counted, so the rate per core) and per wall-clock second. It also times the pieces of the work: decoding
-a video frame (every frame is decoded; the stride only skips the colour conversion of the others), resizing to
-600x800, encoding the image, and reading + building + writing the label. With `--workers N` it converts N copies
-of the sequence in N processes (wall clock, process start included). Real Objectron videos are H.264/HEVC,
-whose decoding costs more than this MPEG-4 video's: the decode figure says how much of the total that part is.
+process counted, so the rate per core) and per wall-clock second. It also times the pieces of the work per video
+frame: decoding (every frame is decoded; the stride only skips the rest for the frames it passes over), colour
+conversion, resizing to 600x800, encoding the image, and building + writing the label. With `--workers N` it
+converts N copies of the sequence at stride 1 in N processes (wall clock, process start included). Real
+Objectron videos are H.264/HEVC, whose decoding costs more than this MPEG-4 video's: the decode figure says how
+much of the total that part is.
 """
 
 import argparse
@@ -66,35 +67,48 @@ def measure_strides(src, out, strides, image_format):
 
 
 def measure_pieces(src, scene, image_format):
-  """CPU milliseconds per frame of decoding, resizing, image encoding and labelling."""
+  """CPU milliseconds of each piece of the work per video frame, in one thread (so that each piece's time is
+  its own: a multi-threaded decoder works ahead while the other pieces run), streaming through the video once."""
   video = src / "videos" / fixture.SEQUENCE_ID / "video.MOV"
-  count = len(scene.views)
-  images, decode_cpu, _ = _timed(lambda: [image for _, image in video_lib.read_frames(
-      video, range(count), count, (scene.width, scene.height))])
-  resized, resize_cpu, _ = _timed(lambda: [cv2.resize(image, (600, 800), interpolation=cv2.INTER_AREA)
-                                           for image in images])
-  params = [cv2.IMWRITE_JPEG_QUALITY, 95] if image_format == "jpg" else []
-  _, encode_cpu, _ = _timed(lambda: [cv2.imencode(f".{image_format}", image, params) for image in resized])
   sequence = sequence_lib.read_sequence(src / "annotations" / f"{fixture.SEQUENCE_ID}.pbdata")
+  params = [cv2.IMWRITE_JPEG_QUALITY, 95] if image_format == "jpg" else []
   folder = pathlib.Path(tempfile.mkdtemp())
+  pieces = dict.fromkeys(("decode (grab)", "colour conversion (retrieve)", "resize to 600x800",
+                          f"{image_format} encode", "label (build + write JSON)"), 0.0)
+  threads = cv2.getNumThreads()
+  cv2.setNumThreads(1)
+  capture = cv2.VideoCapture(str(video), cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, 1])
+  clock = time.process_time()
 
-  def label_all():
-    for index in range(count):
-      frame = sequence_lib.annotated_frame(sequence, index, fixture.SEQUENCE_ID, "bottle")
-      label = frames.frame_label(frame, 600, 800, [frames.object_label(obj, 600, 800) for obj in frame.objects])
-      (folder / f"{index:05d}.json").write_text(json.dumps(label, indent=1))
+  def lap(name):
+    nonlocal clock
+    now = time.process_time()
+    pieces[name] += now - clock
+    clock = now
 
-  _, label_cpu, _ = _timed(label_all)
-  return {"decode_ms_per_video_frame": round(1000 * decode_cpu / count, 2),
-          "resize_ms": round(1000 * resize_cpu / count, 2),
-          f"{image_format}_encode_ms": round(1000 * encode_cpu / count, 2),
-          "label_ms (read, build, write JSON)": round(1000 * label_cpu / count, 2)}
+  for index in range(len(scene.views)):
+    capture.grab()
+    lap("decode (grab)")
+    _, image = capture.retrieve()
+    lap("colour conversion (retrieve)")
+    image = cv2.resize(image, (600, 800), interpolation=cv2.INTER_AREA)
+    lap("resize to 600x800")
+    cv2.imencode(f".{image_format}", image, params)
+    lap(f"{image_format} encode")
+    frame = sequence_lib.annotated_frame(sequence, index, fixture.SEQUENCE_ID, "bottle")
+    label = frames.frame_label(frame, 600, 800, [frames.object_label(obj, 600, 800) for obj in frame.objects])
+    (folder / f"{index:05d}.json").write_text(json.dumps(label, indent=1))
+    lap("label (build + write JSON)")
+  capture.release()
+  cv2.setNumThreads(threads)
+  return {name: round(1000 * seconds / len(scene.views), 2) for name, seconds in pieces.items()}
 
 
 def measure_workers(src, out, workers, image_format):
+  """Converts `workers` copies of the whole sequence at stride 1 in as many processes (wall clock)."""
   names = [f"bottle/batch-1/{number}" for number in range(workers)]
   fixture.write_release(src / "parallel", textured(fixture.bottle_scene(FIXTURES)), names)
-  options = convert.Options(image_format=image_format)
+  options = convert.Options(frame_stride=1, image_format=image_format)
   summary, _, wall = _timed(lambda: convert.convert(src / "parallel", "bottle", "train", out / "parallel",
                                                     options=options, workers=workers, progress=False))
   return {"workers": workers, "sequences": workers, "frames": summary["frames"],
@@ -117,7 +131,7 @@ def main():
     report = {"video": f"{scene.width}x{scene.height}, {len(scene.views)} frames, MPEG-4 (mp4v), written in "
                        f"{write_seconds:.1f} s", "image_format": args.image_format,
               "convert": measure_strides(root / "src", root / "out", args.strides, args.image_format),
-              "pieces_cpu": measure_pieces(root / "src", scene, args.image_format)}
+              "cpu_ms_per_video_frame": measure_pieces(root / "src", scene, args.image_format)}
     if args.workers:
       report["parallel"] = measure_workers(root / "src", root / "out", args.workers, args.image_format)
   print(json.dumps(report, indent=2))

@@ -90,6 +90,13 @@ class Options:
   jpeg_quality: int = 95
   labels: Optional[extras.CategoryLabels] = None
 
+  def settings(self, source, category) -> dict:
+    """What the written frames depend on (a rerun into the same folder must use the same)."""
+    return {"source": source, "category": category, "frame_stride": self.frame_stride if source == "videos" else None,
+            "resize": list(self.resize.size) if self.resize.size else self.resize.factor, "image_format": self.image_format,
+            "jpeg_quality": self.jpeg_quality if self.image_format == "jpg" else None,
+            "labels": self.labels.source if self.labels and self.labels.source else None}
+
   def check(self):
     if self.frame_stride < 1:
       raise errors.CenterPoseError(f"--frame-stride {self.frame_stride}: must be at least 1")
@@ -250,11 +257,14 @@ def convert(src, category, split, out, *, source="videos", options: Options = Op
     raise errors.CenterPoseError(f"--max-sequences {max_sequences}: must be at least 1")
   units = list_units(src, category, split, out, source, max_sequences)
   out = pathlib.Path(out)
+  summary_path = out / f"conversion_{split}.json"
+  settings = options.settings(source, category)
+  _check_settings(summary_path, settings, out / split)
   shutil.rmtree(out / STAGING / split, ignore_errors=True)  # what an interrupted run left half-written
   (out / split).mkdir(parents=True, exist_ok=True)
+  summary_path.write_text(json.dumps({"settings": settings}, indent=1))
   todo = [unit for unit in units if not pathlib.Path(unit.folder).exists()]
-  summary = {"source": source, "category": category, "split": split, "src": str(src), "out": str(out / split),
-             "labels": options.labels.source if options.labels and options.labels.source else None,
+  summary = {"settings": settings, "split": split, "src": str(src), "out": str(out / split),
              "units": {"listed": len(units), "already_converted": len(units) - len(todo), "converted": 0,
                        "failed": 0},
              "frames": 0, "objects": 0, "frames_without_plane": 0, "skipped_objects": collections.Counter(),
@@ -281,8 +291,21 @@ def convert(src, category, split, out, *, source="videos", options: Options = Op
   summary["frames_per_second"] = round(summary["frames"] / summary["seconds"], 3) if summary["seconds"] else 0.0
   summary["skipped_objects"] = dict(summary["skipped_objects"])
   summary["skipped_frames"] = dict(summary["skipped_frames"])
-  (out / f"conversion_{split}.json").write_text(json.dumps(summary, indent=1))
+  summary_path.write_text(json.dumps(summary, indent=1))
   return summary
+
+
+def _check_settings(summary_path, settings, folder):
+  """Refuses to add to a split folder converted with other settings (its frames would silently differ)."""
+  if not summary_path.is_file():
+    return
+  previous = json.loads(summary_path.read_text()).get("settings", {})
+  changed = sorted(key for key in settings if previous.get(key) != settings[key])
+  if changed:
+    raise errors.CenterPoseError(
+        f"{folder} was converted with other settings ("
+        + ", ".join(f"{key} {previous.get(key)!r}, now {settings[key]!r}" for key in changed)
+        + "); use another --out, or the same settings to resume")
 
 
 def _run(units, options, workers):

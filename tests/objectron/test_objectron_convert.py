@@ -159,6 +159,8 @@ def test_failed_sequences_are_reported_and_a_rerun_skips_finished_ones(real_fixt
   assert summary["units"] == {"listed": 2, "already_converted": 1, "converted": 1, "failed": 0}
   assert (out / "train" / "bottle_batch-1_0" / "00000.json").stat().st_mtime_ns == before
   assert len(_labels(out / "train" / "bottle_batch-1_1")) == 3
+  with pytest.raises(errors.CenterPoseError, match=r"converted with other settings \(frame_stride 15, now 5\)"):
+    convert.convert(src, "bottle", "train", out, options=convert.Options(frame_stride=5), progress=False)
 
 
 def test_frame_boxes_are_matched_by_object_id_and_bad_boxes_left_out(small_scene):

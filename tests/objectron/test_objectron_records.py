@@ -117,7 +117,7 @@ def test_cup_labels_make_mugs_with_the_handle_on_plus_x(scene, tmp_path):
   summary = convert.convert(tmp_path / "src", "cup", "train", tmp_path / "out",
                             options=convert.Options(labels=labels), progress=False)
 
-  assert summary["units"]["converted"] == 3 and summary["labels"] == str(tmp_path / "labels" / "cup")
+  assert summary["units"]["converted"] == 3 and summary["settings"]["labels"] == str(tmp_path / "labels" / "cup")
   cup, left, right = (_labels(tmp_path / "out" / "train" / frames.sequence_key(name)) for name in names)
   assert [label["objects"][0]["mug"] for label in (cup["00000"], left["00000"], right["00000"])] == [False, True, True]
   assert "mug_handle_visible" not in cup["00000"]["objects"][0]
