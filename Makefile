@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: venv demo demo-object test bench clean
+.PHONY: venv demo demo-object test bench clean protos
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,3 +45,7 @@ bench: venv
 
 clean:
 	rm -rf $(VENV) results .pytest_cache
+
+# Regenerate the protobuf classes of centerpose_jax/objectron/proto (checked in; see its __init__.py).
+protos: venv
+	$(PY) -m grpc_tools.protoc --proto_path=. --python_out=. centerpose_jax/objectron/proto/*.proto

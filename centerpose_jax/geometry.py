@@ -185,3 +185,28 @@ def projection_matrix_from_intrinsics(fx, fy, cx, cy, width, height) -> np.ndarr
   projection[2, 2], projection[2, 3] = OBJECTRON_DEPTH_ROW
   projection[3, 2] = -1.0
   return projection
+
+
+def intrinsics_from_projection_matrix(projection_matrix, width, height):
+  """(fx, fy, cx, cy) in pixels of an image `width` x `height` from an Objectron 4x4 projection matrix.
+
+  The inverse of `projection_matrix_from_intrinsics`: K-projecting OpenCV-frame points with these intrinsics
+  gives the pixels that `project_with_projection_matrix` gives for the same points in the OpenGL frame.
+  P only fixes normalised image coordinates, so the result holds for any image size (resized frames included).
+  """
+  projection = np.asarray(projection_matrix, dtype=np.float64)
+  return (projection[1, 1] * width / 2.0, projection[0, 0] * height / 2.0,
+          (1.0 - projection[1, 2]) * width / 2.0, (1.0 - projection[0, 2]) * height / 2.0)
+
+
+def fit_cuboid_pose(keypoints, size):
+  """(rotation [3, 3], translation [3]) that best map `cuboid_vertices(size)` onto `keypoints` [9, 3].
+
+  Least squares over the 9 points with the size fixed (Kabsch), in whatever frame `keypoints` are; exact
+  (up to rounding) when the keypoints are a cuboid of that size. The rotation is proper (det +1).
+  """
+  keypoints = np.asarray(keypoints, dtype=np.float64)
+  centre = keypoints.mean(axis=0)  # the model's points are centred at the origin
+  u, _, vt = np.linalg.svd((keypoints - centre).T @ cuboid_vertices(size))
+  flip = np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt))])
+  return u @ flip @ vt, centre
