@@ -5,6 +5,7 @@ For each image `results_dir/inference/` receives `<stem>.json` (TAO's per-image 
 annotated `<stem>.mp4` and one `<stem>.jsonl` (a JSON record per frame).
 """
 
+import itertools
 import json
 import logging
 import pathlib
@@ -16,6 +17,7 @@ import numpy as np
 import tqdm
 
 from centerpose_jax import config as config_lib
+from centerpose_jax import errors
 from centerpose_jax.data import transforms
 from centerpose_jax.inference import camera as camera_lib
 from centerpose_jax.inference.draw import draw_detections
@@ -25,6 +27,10 @@ from centerpose_jax.inference.predictor import create_predictor
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+
+
+class VideoError(errors.CenterPoseError, ValueError):
+  """A video file that cannot be opened or holds no readable frame."""
 
 
 def find_images(path) -> List[pathlib.Path]:
@@ -104,12 +110,14 @@ def _run_images(session: _Session, images: List[pathlib.Path], out: pathlib.Path
 def _video_frames(path) -> Iterator[Tuple[int, np.ndarray]]:
   capture = cv2.VideoCapture(str(path))
   if not capture.isOpened():
-    raise ValueError(f"{path}: cannot open the video")
+    raise VideoError(f"{path}: cannot open the video (damaged, or a codec OpenCV cannot read)")
   index = 0
   try:
     while True:
       ok, frame = capture.read()
       if not ok:
+        if index == 0:
+          raise VideoError(f"{path}: no frame could be read (damaged, or a codec OpenCV cannot read)")
         return
       yield index, frame
       index += 1
@@ -126,6 +134,7 @@ def _run_video(session: _Session, video: pathlib.Path, out: pathlib.Path):
   capture.release()
   writer = None
   frames = _video_frames(video)
+  frames = itertools.chain([next(frames)], frames)  # a video without a readable frame fails before any output
   with open(out / f"{video.stem}.jsonl", "w") as records, tqdm.tqdm(total=total, unit="frame",
                                                                       desc="infer") as bar:
     while True:
@@ -161,7 +170,7 @@ def infer(config) -> dict:
   else:
     images = find_images(source)
     if not images:
-      raise FileNotFoundError(f"dataset.inference_data: no images ({', '.join(IMAGE_EXTENSIONS)}) in {source}")
+      raise errors.InputNotFoundError(f"dataset.inference_data: no images ({', '.join(IMAGE_EXTENSIONS)}) in {source}")
     unreadable = _run_images(session, images, out)
   seconds = time.perf_counter() - start
   summary = {"images": session.images, "detections": session.detections, "unreadable": unreadable,

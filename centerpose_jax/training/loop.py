@@ -32,6 +32,7 @@ from centerpose_jax.data import loader
 from centerpose_jax.evaluation import Evaluator
 from centerpose_jax.evaluation import run as evaluation_run
 from centerpose_jax.inference import draw_detections
+from centerpose_jax.models import architecture as architecture_lib
 from centerpose_jax.training import checkpoint as checkpoint_lib
 from centerpose_jax.training import distributed
 from centerpose_jax.training import logging as log_lib
@@ -63,22 +64,6 @@ def _run_seed(config) -> int:
   return int(np.random.SeedSequence().generate_state(1)[0] >> 1)
 
 
-def _check_variables_match(variables: dict, expected: dict, source: str) -> None:
-  """Raises ValueError listing every leaf of `variables` that is missing, extra or misshaped."""
-  def shapes(tree):
-    return {jax.tree_util.keystr(path): tuple(leaf.shape)
-            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
-  got, want = shapes(variables), shapes(expected)
-  problems = [f"missing {key} {shape}" for key, shape in want.items() if key not in got]
-  problems += [f"unexpected {key} {shape}" for key, shape in got.items() if key not in want]
-  problems += [f"{key}: shape {got[key]}, the model needs {shape}" for key, shape in want.items()
-               if key in got and got[key] != shape]
-  if problems:
-    raise ValueError(f"{source}: the weights do not fit the configured model "
-                     f"(model.backbone.model_type and friends):\n  " + "\n  ".join(problems[:20]) +
-                     (f"\n  ... {len(problems) - 20} more" if len(problems) > 20 else ""))
-
-
 class _Trainer:
   """Holds what the epochs share; see `train_and_evaluate`."""
 
@@ -93,22 +78,18 @@ class _Trainer:
     self.replicated = step_lib.replicated_sharding(self.mesh)
     local_devices = [d for d in self.devices if d.process_index == jax.process_index()]
 
-    train_source = loader.check_dataset(loader.open_source(config.dataset.train_data), config.dataset)
+    train_check = loader.check_dataset(loader.open_source(config.dataset.train_data), config.dataset)
+    train_source = train_check.source
+    self.data_counts = {"skipped_samples": train_check.skipped}  # + unreadable_samples, counted per epoch
     self.val_source = None
     if config.dataset.val_data:
-      self.val_source = loader.check_dataset(loader.open_source(config.dataset.val_data), config.dataset,
-                                             needs_evaluation=True)
-    # Where the run starts from, decided before the loader: a resumed run keeps its seed when train.seed < 0.
+      val_check = loader.check_dataset(loader.open_source(config.dataset.val_data), config.dataset,
+                                       needs_evaluation=True)
+      self.val_source = val_check.source
+      self.data_counts["skipped_samples"] += val_check.skipped
+    self.data_counts["unreadable_samples"] = 0
     self.resume = checkpoint_lib.resume_source(config, workdir)
-    self.seed = _run_seed(config)
-    if self.resume is not None:
-      saved_seed = int(checkpoint_lib.read_meta(self.resume[0] / str(self.resume[1]),
-                                                config.encryption_key)["seed"])
-      if int(config.train.seed) < 0:
-        self.seed = saved_seed
-      elif saved_seed != self.seed:
-        std_logging.warning("resuming a run trained with seed %s under train.seed=%s: the data order follows "
-                            "the new seed", saved_seed, self.seed)
+    self.seed = _run_seed(config)  # a resumed run may take its checkpoint's (see `initial_state`)
     self.train_loader = loader.TrainLoader(train_source, config.dataset, seed=self.seed,
                                            num_local_devices=len(local_devices))
     self.steps_per_epoch = self.train_loader.steps_per_epoch
@@ -139,25 +120,62 @@ class _Trainer:
     return jax.tree_util.tree_map(
         lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=self.replicated), shapes)
 
+  def _restore(self, manager: Optional[checkpoint_lib.CheckpointManager]):
+    """(state, meta, step folder) of the newest readable checkpoint of `self.resume`.
+
+    A damaged checkpoint is reported (step and reason) and skipped; in the run's own folder it is moved to
+    `<step>.damaged` so that the step can be saved again. Raises DamagedCheckpointError when none is readable.
+    """
+    folder, steps = self.resume
+    same_folder = manager is not None and folder.resolve() == manager.directory.resolve()
+    source = manager if same_folder else checkpoint_lib.CheckpointManager(
+        folder, asynchronous=False, encryption_key=self.config.encryption_key)
+    abstract = self._abstract_state()
+    configured = architecture_lib.architecture(self.config)
+    damaged = []
+    for step in steps:
+      try:
+        state, meta = source.restore(abstract, step, configured=configured)
+      except checkpoint_lib.DamagedCheckpointError as error:
+        damaged.append(error)
+        std_logging.warning("%s", error)
+        continue
+      for error in damaged:
+        kept = source.set_aside(error.step) if same_folder and self.is_main else error.step_folder
+        std_logging.warning("checkpoint %s is damaged: resuming from step %s instead; the damaged one is kept "
+                            "as %s", error.step, step, kept)
+      return state, meta, folder / str(step)
+    raise checkpoint_lib.DamagedCheckpointError(
+        folder, "every one is damaged: " + "; ".join(f"step {e.step}: {e.reason}" for e in damaged))
+
+  def _adopt_seed(self, saved_seed: int) -> None:
+    """A resumed run continues with its checkpoint's seed when train.seed < 0 (else warns if they differ)."""
+    if int(self.config.train.seed) >= 0:
+      if saved_seed != self.seed:
+        std_logging.warning("resuming a run trained with seed %s under train.seed=%s: the data order follows "
+                            "the new seed", saved_seed, self.seed)
+      return
+    self.seed = saved_seed
+    self.train_loader = loader.TrainLoader(self.train_loader.source, self.config.dataset, seed=saved_seed,
+                                           num_local_devices=self.train_loader.batch_size //
+                                           int(self.config.dataset.batch_size))
+
   def initial_state(self, manager: Optional[checkpoint_lib.CheckpointManager]):
     """(state, epochs completed, data iterator state to resume within that epoch or None, description).
 
     `manager` is the run's own checkpoint manager (None in a dry run).
     """
     if self.resume is not None:
-      folder, step = self.resume
-      same_folder = manager is not None and folder.resolve() == manager.directory.resolve()
-      source = manager if same_folder else checkpoint_lib.CheckpointManager(
-          folder, asynchronous=False, encryption_key=self.config.encryption_key)
-      state, meta = source.restore(self._abstract_state(), step)
+      state, meta, step_folder = self._restore(manager)
       if int(meta.get("batches_per_epoch", self.steps_per_epoch)) != self.steps_per_epoch:
         std_logging.warning("the checkpoint was written with %s batches per epoch, this run has %s (dataset or "
                             "batch size changed): epochs and the LR schedule shift", meta["batches_per_epoch"],
                             self.steps_per_epoch)
+      self._adopt_seed(int(meta["seed"]))
       epoch, data_state = int(meta["epoch"]), meta.get("data_iterator")
       if data_state is not None and int(data_state["epoch"]) != epoch:
         data_state = None  # the saved iterator finished its epoch: the next one starts from its beginning
-      return state, epoch, data_state, f"resumed from {folder / str(step)}"
+      return state, epoch, data_state, f"resumed from {step_folder}"
 
     # Initialisation draws from an "rbg" key: XLA's RngBitGenerator compiles 3x faster than threefry for the
     # hundreds of parameter initialisers. Dropout / drop-path use the threefry key `train_rng`, whose values do
@@ -167,9 +185,9 @@ class _Trainer:
 
     pretrained = self.config.train.pretrained_model_path
     if pretrained:
-      variables = checkpoint_lib.load_variables(pretrained, encryption_key=self.config.encryption_key)
       expected = jax.eval_shape(lambda: state_lib.init_variables(self.model, init_rng, self.input_shape))
-      _check_variables_match(variables, expected, pretrained)
+      variables = checkpoint_lib.load_fitting_variables(pretrained, expected, self.config,
+                                                        encryption_key=self.config.encryption_key)
       description = f"weights from {pretrained}"
     else:
       variables = state_lib.init_variables(self.model, init_rng, self.input_shape, self.replicated)
@@ -339,6 +357,7 @@ def train_and_evaluate(config, workdir: Optional[str] = None) -> dict:
         break
       if epoch % config.train.checkpoint_interval == 0 or epoch == num_epochs:
         manager.save(state, {"epoch": epoch, "data_iterator": iterator_state, "seed": trainer.seed,
+                             "model": architecture_lib.architecture(config),
                              "precision": trainer.precision, "batches_per_epoch": trainer.steps_per_epoch})
       log.scalars(step, {"epoch_loss": train_loss}, "train")
       log.status("RUNNING", f"Epoch {epoch} of {num_epochs} done", epoch=epoch, max_epoch=num_epochs, kpi=kpi)

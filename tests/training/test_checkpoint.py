@@ -135,7 +135,7 @@ def test_encrypted_checkpoint_has_no_plaintext_and_needs_its_key(tmp_path):
   with pytest.raises(encryption.EncryptionError, match=r"train/8/meta/metadata is encrypted; set encryption_key"):
     checkpoint.read_meta(results / "train" / "8")
   with pytest.raises(encryption.WrongKeyError,
-                     match=r"train/8/state/_METADATA was encrypted with a different encryption_key; check"):
+                     match=r"train/8/meta/metadata was encrypted with a different encryption_key; check"):
     checkpoint.CheckpointManager(results / "train", encryption_key="other key").restore(
         jax.eval_shape(lambda: expected))
 
@@ -186,7 +186,7 @@ def test_checkpoint_killed_while_saving_is_ignored(tmp_path, key):
 
   config = default.get_config()
   config.results_dir = str(tmp_path)
-  assert checkpoint.resume_source(config) == (directory, 1)
+  assert checkpoint.resume_source(config) == (directory, [1])
   variables = checkpoint.load_variables(tmp_path, encryption_key=key)
   np.testing.assert_array_equal(variables["params"]["w"], np.ones([64, 64], np.float32))
   manager = checkpoint.CheckpointManager(directory, encryption_key=key)
