@@ -287,6 +287,10 @@ def _check_train(problems, config):
       problems.append(f"train.{name}: got {train[name]!r}, expected at most train.num_epochs ({train.num_epochs})")
   _positive(problems, config, "train.grad_accumulation_steps")
   _positive(problems, config, "train.max_checkpoints_to_keep", allow_zero=True)
+  if _positive(problems, config, "train.divergence_factor") and train.divergence_factor <= 1:
+    problems.append(f"train.divergence_factor: got {train.divergence_factor!r}, expected a number above 1")
+  if not isinstance(train.divergence_steps, int) or train.divergence_steps <= 0:
+    problems.append(f"train.divergence_steps: got {train.divergence_steps!r}, expected a positive whole number")
   steps = list(train.optim.lr_steps)
   if any(not isinstance(s, int) or s <= 0 for s in steps) or any(b <= a for a, b in zip(steps, steps[1:])):
     problems.append(f"train.optim.lr_steps: got {steps!r}, expected strictly increasing positive epochs")

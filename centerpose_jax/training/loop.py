@@ -1,13 +1,17 @@
 """The training loop: `train_and_evaluate(config)`, called by train.py after the config has been validated.
 
-  state <- latest checkpoint in the training folder | train.resume_training_checkpoint_path
+  check every label and image of train_data / val_data (stop with the list, or skip with dataset.skip_invalid)
+  state <- newest readable checkpoint in the training folder (damaged ones set aside as <step>.damaged)
+           | train.resume_training_checkpoint_path
            | train.pretrained_model_path (fresh optimizer) | new weights (+ ImageNet backbone)
   for each remaining epoch:
-    train on the epoch's batches (one jitted data-parallel step per batch, progress bar, TensorBoard)
+    train on the epoch's batches (one jitted data-parallel step per batch, progress bar, TensorBoard);
+      a non-finite loss stops the run; a diverging loss (`divergence.DivergenceMonitor`) warns, or stops
+      with train.stop_on_divergence
     every validation_interval epochs: decode + post-process + PnP on dataset.val_data -> Evaluator
                                       -> val_3DIoU (AP at 3D IoU 0.5), val_2DMPE
     every checkpoint_interval epochs and after the last: Orbax checkpoint (asynchronous)
-    status.json line with train_loss / val_3DIoU / val_2DMPE
+    status.json line with train_loss / val_3DIoU / val_2DMPE and the data counts (skipped, unreadable samples)
 
 Everything that decides the result (initial weights, data order, augmentation, dropout) derives from
 `train.seed`, and a checkpoint holds the whole state, so a run stopped at any point and started again with the
@@ -35,6 +39,7 @@ from centerpose_jax.inference import draw_detections
 from centerpose_jax.models import architecture as architecture_lib
 from centerpose_jax.training import checkpoint as checkpoint_lib
 from centerpose_jax.training import distributed
+from centerpose_jax.training import divergence as divergence_lib
 from centerpose_jax.training import logging as log_lib
 from centerpose_jax.training import losses
 from centerpose_jax.training import optim
@@ -46,7 +51,8 @@ VALIDATION_IMAGES = 4  # validation frames drawn into TensorBoard
 
 
 class TrainingDivergedError(errors.CenterPoseError, RuntimeError):
-  """The loss became NaN or infinite (fp32/bf16); the run stopped without saving a checkpoint."""
+  """The loss became NaN or infinite (fp32/bf16), or diverged with `train.stop_on_divergence`; the run
+  stopped without saving a checkpoint."""
 
 
 def training_devices(config) -> List[jax.Device]:
@@ -99,6 +105,10 @@ class _Trainer:
     self.optimizer = optim.create_optimizer(config.train, self.steps_per_epoch)
     self.schedule = optim.schedule_from_config(config.train, self.steps_per_epoch)
     self.accumulation = optim.accumulation_steps(config.train)
+    self.divergence = divergence_lib.DivergenceMonitor(config.train.divergence_factor,
+                                                       config.train.divergence_steps)
+    self.divergences: List[divergence_lib.Divergence] = []
+    self.saved_steps: List[int] = []  # checkpoints written by this run
     self.train_step = step_lib.make_train_step(self.model, self.optimizer,
                                                losses.loss_weights(config.train.loss_config), self.precision,
                                                self.mesh)
@@ -172,6 +182,7 @@ class _Trainer:
                             "batch size changed): epochs and the LR schedule shift", meta["batches_per_epoch"],
                             self.steps_per_epoch)
       self._adopt_seed(int(meta["seed"]))
+      self.data_counts["unreadable_samples"] = int(meta.get("unreadable_samples", 0))
       epoch, data_state = int(meta["epoch"]), meta.get("data_iterator")
       if data_state is not None and int(data_state["epoch"]) != epoch:
         data_state = None  # the saved iterator finished its epoch: the next one starts from its beginning
@@ -255,6 +266,9 @@ class _Trainer:
           f"train.optim.lr, a positive train.clip_grad_val, or check the data (tools/validate_dataset.py).")
     if math.isfinite(loss):
       losses_seen.append(loss)
+    diverged = self.divergence.update(step + 1, loss)
+    if diverged is not None:
+      self._on_divergence(diverged, log)
     lr = float(self.schedule(step // self.accumulation))
     elapsed = time.perf_counter() - started if started is not None else 0.0
     speed = timed_steps * self.global_batch / elapsed if elapsed > 0 and timed_steps else math.nan
@@ -264,6 +278,22 @@ class _Trainer:
     log.scalars(step + 1, scalars, "train")
     bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.3g}", samples_per_s=f"{speed:.2f}", refresh=False)
     bar.update(1)
+
+  def _on_divergence(self, diverged: divergence_lib.Divergence, log: log_lib.TrainingLog) -> None:
+    """Stops the run (`train.stop_on_divergence`) or warns, naming the checkpoints written before the onset."""
+    good = [step for step in self.saved_steps if step < diverged.onset]
+    after = [step for step in self.saved_steps if step >= diverged.onset]
+    where = (f"the last checkpoint written before the loss began to grow is {self.workdir}/{good[-1]}"
+             if good else "no checkpoint was written before the loss began to grow")
+    if after:
+      where += f"; checkpoints {', '.join(map(str, after))} hold the diverging model"
+    advice = "Try a lower train.optim.lr or a positive train.clip_grad_val, or check the data."
+    if self.config.train.stop_on_divergence:
+      raise TrainingDivergedError(f"{diverged}: stopped without saving ({where}). {advice}")
+    self.divergences.append(diverged)
+    message = f"{diverged}; training goes on (train.stop_on_divergence=True stops it); {where}. {advice}"
+    std_logging.warning("%s", message)
+    log.status("RUNNING", message, verbosity="WARNING")
 
   # ---------------------------------------------------------------------------------------------- validation
 
@@ -313,11 +343,16 @@ def train_and_evaluate(config, workdir: Optional[str] = None) -> dict:
     A summary: workdir, start (where the weights came from: "resumed from <step folder>", "new weights ...",
     "weights from ..."), epochs (completed), steps, train_loss (mean of the last epoch), val_3DIoU /
     val_2DMPE (last validation, absent without validation data), skipped_steps (fp16), samples_per_second,
-    seconds, fingerprint (SHA-256 of the final weights, as tools/checkpoint_info.py prints) and checkpoint
-    (the latest step folder; absent in a dry run).
+    seconds, fingerprint (SHA-256 of the final weights, as tools/checkpoint_info.py prints), checkpoint
+    (the latest step folder; absent in a dry run), skipped_samples (invalid samples left out with
+    dataset.skip_invalid), unreadable_samples (images that failed to decode while training, weight 0) and
+    diverged_at (steps at which a divergence was detected and training went on).
 
   Raises:
-    TrainingDivergedError: the loss became non-finite (fp32 / bf16).
+    TrainingDivergedError: the loss became non-finite (fp32 / bf16), or diverged with
+      train.stop_on_divergence.
+    annotations.DatasetError: invalid samples (without dataset.skip_invalid).
+    checkpoint.DamagedCheckpointError: no checkpoint to resume from can be read.
   """
   distributed.initialize(int(config.train.num_nodes))
   workdir = os.path.abspath(workdir or checkpoint_lib.train_dir(config))
@@ -336,7 +371,7 @@ def train_and_evaluate(config, workdir: Optional[str] = None) -> dict:
           f"{trainer.global_batch}, {trainer.steps_per_epoch} steps/epoch, precision {trainer.precision}: "
           f"{origin}; epoch {epoch + 1} of {num_epochs}, step {step}")
   log.status("STARTED" if step == 0 else "RUNNING", f"Starting training: {origin}", epoch=epoch,
-             max_epoch=num_epochs)
+             max_epoch=num_epochs, data=dict(trainer.data_counts))
   summary = {"workdir": workdir, "start": origin}
   train_loss, speed, val_metrics = math.nan, math.nan, {}
   try:
@@ -345,6 +380,7 @@ def train_and_evaluate(config, workdir: Optional[str] = None) -> dict:
       data_state = None
       epoch += 1
       step = int(step_lib.to_host(state.step))
+      trainer.data_counts["unreadable_samples"] += int(iterator_state["failed_samples"])
       kpi = {"train_loss": train_loss}
       # As Lightning's check_val_every_n_epoch: epochs that are multiples of the interval.
       if trainer.val_source is not None and (trainer.dry_run or epoch % config.train.validation_interval == 0):
@@ -358,11 +394,15 @@ def train_and_evaluate(config, workdir: Optional[str] = None) -> dict:
       if epoch % config.train.checkpoint_interval == 0 or epoch == num_epochs:
         manager.save(state, {"epoch": epoch, "data_iterator": iterator_state, "seed": trainer.seed,
                              "model": architecture_lib.architecture(config),
+                             "unreadable_samples": trainer.data_counts["unreadable_samples"],
                              "precision": trainer.precision, "batches_per_epoch": trainer.steps_per_epoch})
+        trainer.saved_steps.append(step)
       log.scalars(step, {"epoch_loss": train_loss}, "train")
-      log.status("RUNNING", f"Epoch {epoch} of {num_epochs} done", epoch=epoch, max_epoch=num_epochs, kpi=kpi)
+      log.scalars(step, trainer.data_counts, "data")
+      log.status("RUNNING", f"Epoch {epoch} of {num_epochs} done", epoch=epoch, max_epoch=num_epochs, kpi=kpi,
+                 data=dict(trainer.data_counts))
   except TrainingDivergedError as error:
-    log.status("FAILURE", str(error), epoch=epoch, max_epoch=num_epochs)
+    log.status("FAILURE", str(error), epoch=epoch, max_epoch=num_epochs, data=dict(trainer.data_counts))
     raise
   finally:
     if manager is not None:
@@ -373,16 +413,20 @@ def train_and_evaluate(config, workdir: Optional[str] = None) -> dict:
   variables = step_lib.to_host(state.variables())
   summary.update(epochs=epoch, steps=step, train_loss=train_loss, samples_per_second=speed,
                  skipped_steps=int(step_lib.to_host(state.skipped_steps)), seconds=time.perf_counter() - start,
-                 fingerprint=checkpoint_lib.fingerprint(variables), **val_metrics)
+                 fingerprint=checkpoint_lib.fingerprint(variables), diverged_at=[d.step for d in trainer.divergences],
+                 **trainer.data_counts, **val_metrics)
   if manager is not None and manager.latest_step() is not None:
     summary["checkpoint"] = str(manager.directory / str(manager.latest_step()))
   message = (f"training done: {epoch} epochs, {step} steps, train_loss {train_loss:.4f}"
              + "".join(f", {k} {v:.4f}" for k, v in val_metrics.items())
              + (f", {summary['skipped_steps']} fp16 steps skipped" if trainer.precision == "fp16" else "")
+             + "".join(f", {count} {name.replace('_', ' ')}" for name, count in trainer.data_counts.items()
+                       if count)
+             + "".join(f", WARNING: the loss diverged at step {d.step}" for d in trainer.divergences)
              + f", {summary['seconds']:.0f} s; "
              + ("dry run, nothing saved" if trainer.dry_run else f"checkpoints in {workdir}"))
   log.status("SUCCESS", message, epoch=epoch, max_epoch=num_epochs,
-             kpi={"train_loss": train_loss, **val_metrics})
+             kpi={"train_loss": train_loss, **val_metrics}, data=dict(trainer.data_counts))
   if trainer.is_main:
     print(message)
   return summary
