@@ -81,14 +81,15 @@ def expected_shapes(model) -> Dict[str, Any]:
 
 
 def shape_differences(variables: Mapping, expected: Mapping) -> List[str]:
-  """Each leaf of `variables` ({"params", "batch_stats"}) missing, extra or misshaped against `expected`."""
+  """Each leaf of `variables` ({"params", "batch_stats"}) missing, extra or misshaped against `expected`,
+  parameters before BatchNorm statistics."""
   got = _shapes({"params": variables["params"], "batch_stats": variables.get("batch_stats", {})})
   want = _shapes(expected)
   problems = [f"missing {key} {shape}" for key, shape in want.items() if key not in got]
   problems += [f"unexpected {key} {shape}" for key, shape in got.items() if key not in want]
   problems += [f"{key}: shape {got[key]}, the model needs {shape}" for key, shape in want.items()
                if key in got and got[key] != shape]
-  return problems
+  return sorted(problems, key=lambda problem: "['params']" not in problem)  # parameters first
 
 
 def check_weights_fit(variables: Mapping, expected: Mapping, source: str, configured: Mapping[str, Any],
