@@ -362,9 +362,37 @@ def collect_problems(config: config_dict.ConfigDict, task: str) -> List[str]:
   """Every problem of `config` for `task` (one of TASKS), as 'field: got VALUE, expected ALLOWED' lines."""
   if task not in TASKS:
     raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
-  problems: List[str] = []
+  problems = _type_problems(config)
+  if problems:  # the rules below compare values, which needs the right types
+    return problems
   _check_common(problems, config)
   _TASK_CHECKS[task](problems, config)
+  return problems
+
+
+_TYPE_NAMES = {bool: "true or false", int: "a whole number", float: "a number", str: "a string",
+               tuple: "a list"}
+
+
+def _type_problems(config: config_dict.ConfigDict) -> List[str]:
+  """'field: got VALUE, expected TYPE' for every field whose value has another type than its default in
+  configs/default.py (an int is a number; None only where the default is None)."""
+  from configs import default as default_config  # pylint: disable=g-import-not-at-top
+  defaults = default_config.get_config()
+  problems = []
+  for path in config_fields(defaults):
+    try:
+      value, default = _get(config, path), _get(defaults, path)
+    except (KeyError, AttributeError):
+      continue  # a config file may leave out a section it does not use
+    expected = type(default) if default is not None else str
+    if value is None and default is None:
+      continue
+    ok = isinstance(value, (list, tuple)) if expected is tuple else (
+        isinstance(value, expected) and (expected is bool or not isinstance(value, bool))
+        or (expected is float and isinstance(value, int) and not isinstance(value, bool)))
+    if not ok:
+      problems.append(f"{path}: got {value!r}, expected {_TYPE_NAMES.get(expected, expected.__name__)}")
   return problems
 
 

@@ -52,6 +52,8 @@ def load_annotation(path) -> dict:
       return json.load(f)
   except (OSError, ValueError) as error:
     raise DatasetError([f"{path}: file: cannot read JSON ({error})"]) from error
+  except RecursionError as error:
+    raise DatasetError([f"{path}: file: cannot read JSON (nested too deeply)"]) from error
 
 
 def copies_needed(obj, dataset_has_copies: bool) -> bool:
@@ -159,7 +161,7 @@ def validate_annotation(path_or_dict: Union[str, pathlib.Path, dict], *, needs_s
     needs_evaluation: the label feeds the evaluator (AR_data, visibility, camera size and 3D fields required).
     path: the name to report for a parsed dict (defaults to "<annotation>").
   """
-  if isinstance(path_or_dict, dict):
+  if not isinstance(path_or_dict, (str, pathlib.Path)):  # a parsed label (a dict, or any other JSON value)
     annotation, name = path_or_dict, path or "<annotation>"
   else:
     name = str(path_or_dict)
