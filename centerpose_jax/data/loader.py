@@ -29,6 +29,7 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec
 
+from centerpose_jax import errors
 from centerpose_jax.data import annotations
 from centerpose_jax.data import augment
 from centerpose_jax.data import discovery
@@ -196,6 +197,10 @@ def open_source(path):
   return discovery.FolderSamples(path)
 
 
+class DatasetTooSmallError(errors.CenterPoseError, ValueError):
+  """Fewer training samples per process than one batch."""
+
+
 @dataclasses.dataclass(frozen=True)
 class CheckedDataset:
   """What `check_dataset` leaves to train or evaluate on.
@@ -303,8 +308,9 @@ class TrainLoader:
     self.samples_per_shard = len(source) // self.shard_count
     self.steps_per_epoch = self.samples_per_shard // self.batch_size
     if self.steps_per_epoch == 0:
-      raise ValueError(f"{len(source)} samples over {self.shard_count} processes give no full batch of "
-                       f"{self.batch_size} (dataset.batch_size x {devices} devices)")
+      raise DatasetTooSmallError(
+          f"{len(source)} samples over {self.shard_count} processes give no full batch of {self.batch_size} "
+          f"(dataset.batch_size x {devices} devices): lower dataset.batch_size or add samples")
 
   def epoch_indices(self, epoch: int) -> grain.MapDataset:
     """Source indices this process visits in `epoch`, in order (a grain MapDataset of ints)."""
