@@ -46,7 +46,8 @@ def checkpoint_states(path, encryption_key=None) -> list:
   """Every checkpoint `path` names, oldest first: {"step", "folder", "state": "ok" | "damaged" | "set aside",
   and "meta", "variables", "fingerprint" when ok, "reason" when damaged}."""
   states = []
-  for folder in reversed(checkpoint.checkpoint_steps(path)):
+  step_folders = checkpoint.checkpoint_steps(path)
+  for folder in reversed(step_folders):
     entry = {"step": int(folder.name), "folder": folder}
     try:
       variables = checkpoint.load_variables(folder, encryption_key)
@@ -55,7 +56,7 @@ def checkpoint_states(path, encryption_key=None) -> list:
     except checkpoint.DamagedCheckpointError as error:
       entry.update(state="damaged", reason=error.reason)
     states.append(entry)
-  for aside in sorted(folder.parent.glob(f"*{checkpoint.DAMAGED_SUFFIX}*")):
+  for aside in sorted(step_folders[0].parent.glob(f"*{checkpoint.DAMAGED_SUFFIX}*")):
     step = aside.name.split(".")[0]
     if step.isdigit():
       states.append({"step": int(step), "folder": aside, "state": "set aside"})

@@ -82,7 +82,7 @@ class _Trainer:
     self.devices = training_devices(config)
     self.mesh = step_lib.create_mesh(self.devices)
     self.replicated = step_lib.replicated_sharding(self.mesh)
-    local_devices = [d for d in self.devices if d.process_index == jax.process_index()]
+    self.num_local_devices = len([d for d in self.devices if d.process_index == jax.process_index()])
 
     train_check = loader.check_dataset(loader.open_source(config.dataset.train_data), config.dataset)
     train_source = train_check.source
@@ -97,7 +97,7 @@ class _Trainer:
     self.resume = checkpoint_lib.resume_source(config, workdir)
     self.seed = _run_seed(config)  # a resumed run may take its checkpoint's (see `initial_state`)
     self.train_loader = loader.TrainLoader(train_source, config.dataset, seed=self.seed,
-                                           num_local_devices=len(local_devices))
+                                           num_local_devices=self.num_local_devices)
     self.steps_per_epoch = self.train_loader.steps_per_epoch
     self.global_batch = int(config.dataset.batch_size) * len(self.devices)
 
@@ -167,8 +167,7 @@ class _Trainer:
       return
     self.seed = saved_seed
     self.train_loader = loader.TrainLoader(self.train_loader.source, self.config.dataset, seed=saved_seed,
-                                           num_local_devices=self.train_loader.batch_size //
-                                           int(self.config.dataset.batch_size))
+                                           num_local_devices=self.num_local_devices)
 
   def initial_state(self, manager: Optional[checkpoint_lib.CheckpointManager]):
     """(state, epochs completed, data iterator state to resume within that epoch or None, description).
