@@ -263,6 +263,9 @@ def _check_common(problems, config):
     _positive(problems, config, path)
   _positive(problems, config, "dataset.workers", allow_zero=True)
   _positive(problems, config, "train.clip_grad_val", allow_zero=True)
+  if config.model.backbone.model_type != "DLA34" and config.model.backbone.width_multiplier != 1.0:
+    problems.append(f"model.backbone.width_multiplier: got {config.model.backbone.width_multiplier!r}, expected 1.0 "
+                    f"for {config.model.backbone.model_type} (it scales DLA34 only)")
   if config.model.down_ratio != 4:
     problems.append(f"model.down_ratio: got {config.model.down_ratio!r}, expected 4 (the heads are at stride 4)")
   res = config.dataset.input_res
