@@ -20,6 +20,7 @@ from centerpose_jax import errors
 from centerpose_jax.convert import tao_spec
 from centerpose_jax.data import annotations
 from centerpose_jax.data import augment
+from centerpose_jax.data import discovery
 from centerpose_jax.data import synthetic
 from centerpose_jax.data import targets
 
@@ -105,8 +106,12 @@ def test_random_label_files_give_problems(tmp_path_factory, content):
 def test_deeply_nested_label_file_is_a_problem(tmp_path):
   path = tmp_path / "deep.json"
   path.write_text("[" * 100_000)
-  assert annotations.validate_annotation(path, needs_symmetry=False, needs_evaluation=False) == [
-      f"{path}: file: cannot read JSON (nested too deeply)"]
+  expected = [f"{path}: file: cannot read JSON (nested too deeply)"]
+  assert annotations.validate_annotation(path, needs_symmetry=False, needs_evaluation=False) == expected
+  (tmp_path / "deep.png").write_bytes(b"")
+  report = annotations.validate_source(discovery.FolderSamples(tmp_path), needs_symmetry=False,
+                                       needs_evaluation=False)
+  assert report.problems == expected
 
 
 def _spec():

@@ -269,6 +269,8 @@ def _check_sample(source, index, needs_symmetry: bool, needs_evaluation: bool, c
       annotation = discovery.sample_annotation(source, index)
   except ValueError as error:
     return [f"{name}: file: cannot read JSON ({error})"], None, False
+  except RecursionError:
+    return [f"{name}: file: cannot read JSON (nested too deeply)"], None, False
   except OSError as error:
     return [f"{name}: file: cannot read ({error})"], None, False
   found = validate_annotation(annotation, needs_symmetry=needs_symmetry, needs_evaluation=needs_evaluation,
