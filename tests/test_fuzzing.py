@@ -24,7 +24,7 @@ from centerpose_jax.data import discovery
 from centerpose_jax.data import synthetic
 from centerpose_jax.data import targets
 
-SETTINGS = hypothesis.settings(max_examples=150, deadline=None, derandomize=True,
+SETTINGS = hypothesis.settings(max_examples=80, deadline=None, derandomize=True,
                                suppress_health_check=[hypothesis.HealthCheck.function_scoped_fixture])
 LABEL = "/d/frame.json"
 PROBLEM = re.compile(r"^/d/frame\.json: [\w\[\].]+: \S.*$")  # path: field: what is wrong
