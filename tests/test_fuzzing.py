@@ -28,7 +28,8 @@ SETTINGS = hypothesis.settings(max_examples=80, deadline=None, derandomize=True,
                                suppress_health_check=[hypothesis.HealthCheck.function_scoped_fixture])
 LABEL = "/d/frame.json"
 PROBLEM = re.compile(r"^/d/frame\.json: [\w\[\].]+: \S.*$")  # path: field: what is wrong
-SPEC_PROBLEM = re.compile(r"^  - [^ ]+: \S.*$")  # one problem of a spec / config error: "  - field: what"
+# One problem of a spec / config error: "  - field: what", odd keys of the field JSON-quoted.
+SPEC_PROBLEM = re.compile(r'^  - (?:"(?:[^"\\]|\\.)*"|[^ "])+: \S.*$')
 JSON_LEAVES = (st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.text(max_size=8)
                | st.floats(allow_nan=True, allow_infinity=True, width=32))
 JSON_VALUES = st.recursive(JSON_LEAVES, lambda children: st.lists(children, max_size=10)
