@@ -30,6 +30,8 @@ import argparse
 import pathlib
 import sys
 
+from absl import logging as absl_logging
+
 from centerpose_jax import errors
 from centerpose_jax.models import architecture
 from centerpose_jax.training import checkpoint
@@ -100,6 +102,7 @@ def main(argv=None) -> int:
   parser.add_argument("path", help="results folder, checkpoint folder, step folder or converted checkpoint")
   parser.add_argument("--encryption_key", default=None, help="the key an encrypted checkpoint was written with")
   args = parser.parse_args(argv)
+  absl_logging.set_verbosity(absl_logging.ERROR)  # Orbax's INFO / WARNING lines about the files it reads
   try:
     info = describe(args.path, args.encryption_key)
   except errors.CenterPoseError as error:

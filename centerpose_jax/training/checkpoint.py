@@ -37,6 +37,7 @@ folder (its latest checkpoint), one checkpoint's step folder, or a converted TAO
 import asyncio
 import contextlib
 import hashlib
+import logging
 import pathlib
 import tempfile
 from typing import Any, Iterator, List, Optional, Tuple
@@ -81,6 +82,8 @@ class DamagedCheckpointError(errors.CenterPoseError):
     self.step_folder = pathlib.Path(step_folder)
     self.step = int(self.step_folder.name) if self.step_folder.name.isdigit() else None
     if isinstance(error, BaseException):
+      while error.__cause__ is not None:  # the innermost error says what is wrong (TensorStore's: which byte range)
+        error = error.__cause__
       text = " ".join(str(error).split())
       error = f"{type(error).__name__}: {text[:_REASON_CHARS]}{'...' if len(text) > _REASON_CHARS else ''}"
     self.reason = error
@@ -231,13 +234,22 @@ class CheckpointManager:
 
 @contextlib.contextmanager
 def _reading(step_folder: pathlib.Path) -> Iterator[None]:
-  """Turns any error of reading `step_folder` into DamagedCheckpointError, except those in `_NOT_DAMAGE`."""
+  """Turns any error of reading `step_folder` into DamagedCheckpointError, except those in `_NOT_DAMAGE`.
+
+  While it reads, the `asyncio` logger is silenced: when one array of a damaged checkpoint fails, Orbax's
+  other reads are cancelled and asyncio logs a traceback for each (thousands of lines for one bad file).
+  """
+  asyncio_logger = logging.getLogger("asyncio")
+  level = asyncio_logger.level
+  asyncio_logger.setLevel(logging.CRITICAL)
   try:
     yield
   except _NOT_DAMAGE:
     raise
   except Exception as error:  # pylint: disable=broad-except  # Orbax / TensorStore / JSON raise many kinds
     raise DamagedCheckpointError(step_folder, error) from error
+  finally:
+    asyncio_logger.setLevel(level)
 
 
 def _variables_of(tree) -> dict:
