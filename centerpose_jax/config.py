@@ -7,11 +7,13 @@ experiment spec (`*.yaml`), and every field can be overridden on the command lin
 reports every problem at once, each naming the field, the bad value and what is allowed.
 """
 
+import difflib
 import json
 import os
 import pathlib
 import sys
-from typing import Callable, List, Sequence
+import traceback
+from typing import Callable, List, Optional, Sequence
 
 from absl import app
 from absl import flags
@@ -39,12 +41,66 @@ class _ConfigOrSpecParser(config_flags.ConfigFileFlagParser):
   """`--config` parser: a `.py` config file as ml_collections does, or a TAO `.yaml` experiment spec."""
 
   def parse(self, path):
+    if isinstance(path, str) and not os.path.isfile(path):
+      raise ConfigError([f"--config: {path!r} is not a file (a configs/*.py config or a TAO spec .yaml)"])
     if isinstance(path, str) and path.lower().endswith(SPEC_EXTENSIONS):
       from centerpose_jax.convert import tao_spec  # pylint: disable=g-import-not-at-top
       config = tao_spec.load_tao_spec(path)
       config.lock()
       return config
     return super().parse(path)
+
+
+def unknown_field_problem(config: config_dict.ConfigDict, path: str) -> Optional[str]:
+  """What is wrong with the dotted field `path` of `config` ("train.num_epoch"), or None when it exists.
+
+  Names the section the unknown part was looked up in and its closest field names, e.g.
+  "train.num_epoch: unknown field of section train; did you mean train.num_epochs?".
+  """
+  node, parts = config, path.split(".")
+  for depth, part in enumerate(parts):
+    section = ".".join(parts[:depth])
+    if not isinstance(node, config_dict.ConfigDict):
+      return f"{path}: {section} is a value ({format_default(node)}), not a section with fields"
+    if part not in node:
+      where = f"section {section}" if section else "the config (top level)"
+      names = sorted(node.keys())
+      close = difflib.get_close_matches(part, names, n=3, cutoff=0.6)
+      prefix = f"{section}." if section else ""
+      hint = (f"did you mean {' or '.join(prefix + name for name in close)}?" if close
+              else f"its fields: {', '.join(names)}")
+      return f"{path}: unknown field of {where}; {hint}"
+    node = node[part]
+  return None
+
+
+class _ConfigFlag(config_flags._ConfigFlag):  # pylint: disable=protected-access
+  """ml_collections' config flag, with an unknown override field reported as a ConfigError (section name and
+  close matches) instead of an AttributeError traceback.
+
+  Without `--config` on the command line the default file is parsed (with the overrides) when the flag is
+  defined, at import time; a problem found then is kept in `deferred_error` and reported by `run`.
+  """
+
+  deferred_error: Optional[errors.CenterPoseError] = None
+
+  def _parse(self, argument):
+    try:
+      return super()._parse(argument)
+    except (AttributeError, KeyError) as error:
+      config = self.parser.parse(argument)
+      problems = [problem for path in self._GetOverrides(self._GetArgv())
+                  if (problem := unknown_field_problem(config, path)) is not None]
+      if problems:
+        raise ConfigError(problems) from error
+      raise
+
+  def _set_default(self, default):
+    try:
+      super()._set_default(default)
+    except errors.CenterPoseError as error:
+      self.deferred_error = error
+      self.default = self.value = None
 
 
 DEFAULT_CONFIG_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -70,8 +126,7 @@ def define_config_flag(name: str = "config", default: str = DEFAULT_CONFIG_FILE)
   """
   from configs import default as default_config  # pylint: disable=g-import-not-at-top
   fields = ", ".join(f"--{name}.{f}" for f in config_fields(default_config.get_config()))
-  # pylint: disable=protected-access
-  flag = config_flags._ConfigFlag(
+  flag = _ConfigFlag(
       parser=_ConfigOrSpecParser(name=name, lock_config=True),
       serializer=flags.ArgumentSerializer(),
       name=name,
@@ -83,20 +138,62 @@ def define_config_flag(name: str = "config", default: str = DEFAULT_CONFIG_FILE)
   return flags.DEFINE_flag(flag, flags.FLAGS)
 
 
+def _out_of_memory_hint(config: config_dict.ConfigDict, task: str) -> str:
+  """What to lower after an out-of-memory error in `task`."""
+  batch = f"dataset.batch_size (now {config.dataset.batch_size} per device)"
+  if task == "train":
+    return (f"lower {batch} or dataset.input_res (now {config.dataset.input_res}); keep the global batch with "
+            f"train.grad_accumulation_steps, or use train.precision=bf16")
+  if task == "export":
+    return f"lower export.batch_size (now {config.export.batch_size}) or set export.on_cpu=True"
+  return f"lower {batch}"
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+  """An XLA RESOURCE_EXHAUSTED error (device or host allocation failed) or a Python MemoryError."""
+  if isinstance(error, MemoryError):
+    return True
+  return type(error).__name__ in ("JaxRuntimeError", "XlaRuntimeError") and "RESOURCE_EXHAUSTED" in str(error)
+
+
+def _report(program: str, message: BaseException, cause: BaseException, verbose: bool) -> None:
+  """Prints `program: error: message`, after the traceback of `cause` when `verbose`."""
+  if verbose:
+    traceback.print_exception(cause)
+  print(f"{program}: error: {message}", file=sys.stderr)
+
+
 def run(main: Callable[[config_dict.ConfigDict], None], task: str, config_flag: flags.FlagHolder) -> None:
   """Runs an entry point: parses flags, validates the config for `task`, then calls `main(config)`.
 
-  A config problem is printed as a list (no traceback) and exits with status 2; a `CenterPoseError` raised
-  by the work (bad data, wrong key, diverged training, ...) is printed and exits with status 1. The INFO logs
-  of the libraries underneath (Orbax, jax) are hidden unless `--verbosity` is given.
+  A problem with the flags or the config (unknown field, bad value, missing file) is printed without a
+  traceback and exits with status 2; a `CenterPoseError` raised by the work (bad data, wrong key, diverged
+  training, ...) or an out-of-memory error (with what to lower) is printed and exits with status 1. With
+  `--verbosity=1` (or higher) the traceback is printed too. The INFO logs of the libraries underneath (Orbax,
+  jax) are hidden unless `--verbosity` is given.
   """
+  program = os.path.basename(sys.argv[0])
+
+  def verbose() -> bool:
+    return flags.FLAGS["verbosity"].present and flags.FLAGS.verbosity >= 1
+
+  def parse_flags(argv):
+    try:
+      deferred = flags.FLAGS[config_flag.name].deferred_error
+      if deferred is not None:
+        raise deferred
+      return flags.FLAGS(argv)
+    except (flags.Error, errors.CenterPoseError) as error:
+      cause = error if isinstance(error, errors.CenterPoseError) else error.__context__
+      message = cause if isinstance(cause, errors.CenterPoseError) else f"{error} (--helpfull lists every flag)"
+      print(f"{program}: {message}", file=sys.stderr)
+      sys.exit(2)
 
   def _main(argv):
     if len(argv) > 1:
       raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     if not flags.FLAGS["verbosity"].present:
       absl_logging.set_verbosity(absl_logging.WARNING)
-    program = os.path.basename(sys.argv[0])
     try:
       config = validate(config_flag.value, task)
     except ConfigError as error:
@@ -105,10 +202,17 @@ def run(main: Callable[[config_dict.ConfigDict], None], task: str, config_flag: 
     try:
       main(config)
     except errors.CenterPoseError as error:
-      print(f"{program}: error: {error}", file=sys.stderr)
+      _report(program, error, error, verbose())
+      sys.exit(1)
+    except Exception as error:  # pylint: disable=broad-except
+      if not _is_out_of_memory(error):
+        raise
+      first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+      message = errors.OutOfMemoryError(f"out of memory ({first_line}): {_out_of_memory_hint(config, task)}")
+      _report(program, message, error, verbose())
       sys.exit(1)
 
-  app.run(_main)
+  app.run(_main, flags_parser=parse_flags)
 
 
 def _positive(problems, config, path, allow_zero=False):
@@ -159,6 +263,9 @@ def _check_common(problems, config):
     _positive(problems, config, path)
   _positive(problems, config, "dataset.workers", allow_zero=True)
   _positive(problems, config, "train.clip_grad_val", allow_zero=True)
+  if config.model.backbone.model_type != "DLA34" and config.model.backbone.width_multiplier != 1.0:
+    problems.append(f"model.backbone.width_multiplier: got {config.model.backbone.width_multiplier!r}, expected 1.0 "
+                    f"for {config.model.backbone.model_type} (it scales DLA34 only)")
   if config.model.down_ratio != 4:
     problems.append(f"model.down_ratio: got {config.model.down_ratio!r}, expected 4 (the heads are at stride 4)")
   res = config.dataset.input_res
@@ -183,6 +290,10 @@ def _check_train(problems, config):
       problems.append(f"train.{name}: got {train[name]!r}, expected at most train.num_epochs ({train.num_epochs})")
   _positive(problems, config, "train.grad_accumulation_steps")
   _positive(problems, config, "train.max_checkpoints_to_keep", allow_zero=True)
+  if _positive(problems, config, "train.divergence_factor") and train.divergence_factor <= 1:
+    problems.append(f"train.divergence_factor: got {train.divergence_factor!r}, expected a number above 1")
+  if not isinstance(train.divergence_steps, int) or train.divergence_steps <= 0:
+    problems.append(f"train.divergence_steps: got {train.divergence_steps!r}, expected a positive whole number")
   steps = list(train.optim.lr_steps)
   if any(not isinstance(s, int) or s <= 0 for s in steps) or any(b <= a for a, b in zip(steps, steps[1:])):
     problems.append(f"train.optim.lr_steps: got {steps!r}, expected strictly increasing positive epochs")
@@ -254,9 +365,37 @@ def collect_problems(config: config_dict.ConfigDict, task: str) -> List[str]:
   """Every problem of `config` for `task` (one of TASKS), as 'field: got VALUE, expected ALLOWED' lines."""
   if task not in TASKS:
     raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
-  problems: List[str] = []
+  problems = _type_problems(config)
+  if problems:  # the rules below compare values, which needs the right types
+    return problems
   _check_common(problems, config)
   _TASK_CHECKS[task](problems, config)
+  return problems
+
+
+_TYPE_NAMES = {bool: "true or false", int: "a whole number", float: "a number", str: "a string",
+               tuple: "a list"}
+
+
+def _type_problems(config: config_dict.ConfigDict) -> List[str]:
+  """'field: got VALUE, expected TYPE' for every field whose value has another type than its default in
+  configs/default.py (an int is a number; None only where the default is None)."""
+  from configs import default as default_config  # pylint: disable=g-import-not-at-top
+  defaults = default_config.get_config()
+  problems = []
+  for path in config_fields(defaults):
+    try:
+      value, default = _get(config, path), _get(defaults, path)
+    except (KeyError, AttributeError):
+      continue  # a config file may leave out a section it does not use
+    expected = type(default) if default is not None else str
+    if value is None and default is None:
+      continue
+    ok = isinstance(value, (list, tuple)) if expected is tuple else (
+        isinstance(value, expected) and (expected is bool or not isinstance(value, bool))
+        or (expected is float and isinstance(value, int) and not isinstance(value, bool)))
+    if not ok:
+      problems.append(f"{path}: got {value!r}, expected {_TYPE_NAMES.get(expected, expected.__name__)}")
   return problems
 
 

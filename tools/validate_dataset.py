@@ -2,9 +2,12 @@
 
   python tools/validate_dataset.py DIR [--category bike] [--num-symmetry N] [--evaluation]
 
-DIR is an image + JSON folder (leaf folders are scanned) or a packed dataset. Every problem is printed as
-`path: field: what is wrong`, then a JSON summary (images, objects, objects per image, images without JSON,
-missing optional fields). The exit code is 1 if any problem was found (or no image + JSON pair), else 0.
+DIR is an image + JSON folder (every folder under it is scanned; symbolic links leading outside it are not
+followed) or a packed dataset. Every label is read and every image decoded, as training does before step 0.
+Every problem is printed as `path: field: what is wrong` (docs/troubleshooting.md explains each), then a JSON
+summary (images, objects, objects per image, images without JSON, labels without image, links not followed,
+invalid and unreadable images, missing optional fields). The exit code is 1 if any problem was found (or no
+image + JSON pair), else 0.
 `--category chair` / `bottle` (or `--num-symmetry` > 1) also requires the 3D fields that symmetry copies use;
 `--evaluation` requires what the evaluator reads (AR_data, visibility, camera size, 3D fields).
 """

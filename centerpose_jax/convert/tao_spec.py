@@ -6,6 +6,7 @@ A TAO CenterPose spec (`experiment_specs/train.yaml` and friends) uses the same 
 ignored with a warning, and every other key we do not know is reported: the whole list, as one error.
 """
 
+import json
 import logging
 from typing import Any, Dict, List
 
@@ -32,7 +33,8 @@ def _overlay(target: config_dict.ConfigDict, spec: Dict[str, Any], prefix: tuple
     if len(path) == 1 and key in IGNORED_SECTIONS:
       logging.warning("TAO spec section %r is not supported and is ignored", key)
       continue
-    dotted = ".".join(path)
+    dotted = ".".join(part if isinstance(part, str) and part.isidentifier() else json.dumps(str(part))
+                      for part in path)
     if key not in target:
       problems.append(f"{dotted}: unknown key (not a TAO CenterPose option)")
       continue
@@ -78,9 +80,18 @@ def spec_to_config(spec: Dict[str, Any]) -> config_dict.ConfigDict:
 
 
 def load_tao_spec(path: str) -> config_dict.ConfigDict:
-  """Reads a TAO experiment spec YAML file into a ConfigDict (see `spec_to_config`)."""
-  with open(path, encoding="utf-8") as f:
-    spec = yaml.safe_load(f)
+  """Reads a TAO experiment spec YAML file into a ConfigDict (see `spec_to_config`); raises SpecError naming
+  the file and the line of a YAML syntax error."""
+  try:
+    with open(path, encoding="utf-8") as f:
+      spec = yaml.safe_load(f)
+  except yaml.YAMLError as error:
+    mark = getattr(error, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "file"
+    problem = " ".join(str(getattr(error, "problem", None) or error).split())
+    raise SpecError(f"{path}: {where}: not valid YAML ({problem})") from None
+  except (OSError, UnicodeDecodeError) as error:
+    raise SpecError(f"{path}: file: cannot read ({error})") from None
   if spec is not None and not isinstance(spec, dict):
     raise SpecError(f"{path}: a TAO spec is a mapping of sections, got {type(spec).__name__}")
   try:

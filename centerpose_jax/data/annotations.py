@@ -10,23 +10,31 @@ file, not just the first. What is required (reference-behavior §1.2):
   * for evaluation (`needs_evaluation`): the projection matrix, `camera_data.width` / `height`,
     `AR_data.plane_center` / `plane_normal` (3 each), and per object `visibility`, `keypoints_3d`, `location` and
     `quaternion_xyzw`.
-All numbers must be finite.
+All numbers must be finite. `validate_source` also decodes every image (`images.image_problems`: empty,
+undecodable, truncated, too small, or another size than `camera_data` says) and reports a folder's labels
+without an image.
 """
 
 import collections
+import concurrent.futures
 import dataclasses
+import functools
 import json
 import pathlib
 from typing import Dict, List, Optional, Union
 
 import numpy as np
+import tqdm
 
 from centerpose_jax import errors
 from centerpose_jax.data import discovery
+from centerpose_jax.data import images
 
 # Fields reported as "missing optional" in dataset summaries: (name, where it lives).
 OPTIONAL_OBJECT_FIELDS = ("keypoints_3d", "location", "quaternion_xyzw", "visibility")
 SYMMETRY_FIELDS = (("keypoints_3d", (9, 3)), ("location", (3,)), ("quaternion_xyzw", (4,)))
+_CHECK_THREADS = 8  # image decoding releases the GIL
+_PROGRESS_FROM = 200  # samples: smaller datasets are checked without a progress bar
 
 
 class DatasetError(errors.CenterPoseError, ValueError):
@@ -44,6 +52,8 @@ def load_annotation(path) -> dict:
       return json.load(f)
   except (OSError, ValueError) as error:
     raise DatasetError([f"{path}: file: cannot read JSON ({error})"]) from error
+  except RecursionError as error:
+    raise DatasetError([f"{path}: file: cannot read JSON (nested too deeply)"]) from error
 
 
 def copies_needed(obj, dataset_has_copies: bool) -> bool:
@@ -151,7 +161,7 @@ def validate_annotation(path_or_dict: Union[str, pathlib.Path, dict], *, needs_s
     needs_evaluation: the label feeds the evaluator (AR_data, visibility, camera size and 3D fields required).
     path: the name to report for a parsed dict (defaults to "<annotation>").
   """
-  if isinstance(path_or_dict, dict):
+  if not isinstance(path_or_dict, (str, pathlib.Path)):  # a parsed label (a dict, or any other JSON value)
     annotation, name = path_or_dict, path or "<annotation>"
   else:
     name = str(path_or_dict)
@@ -216,12 +226,15 @@ class DatasetReport:
 
   Attributes:
     problems: every problem, `path: field: what is wrong`.
-    invalid_indices: sample indices with at least one problem.
+    invalid_indices: sample indices with at least one problem (label or image).
     num_samples: image + JSON pairs checked.
     num_objects: objects over all readable labels.
     objects_per_image: (min, mean, max) objects per readable label.
     images_without_json: images found without a label (folders only).
     missing_optional: count of each missing optional field.
+    unreadable_images: samples whose image is empty or cannot be decoded (also in `invalid_indices`).
+    jsons_without_image: labels without their image (folders only; each is also a problem).
+    links_not_followed: symbolic links that lead outside the dataset root (folders only; not followed).
   """
   problems: List[str]
   invalid_indices: List[int]
@@ -230,37 +243,75 @@ class DatasetReport:
   objects_per_image: tuple
   images_without_json: int
   missing_optional: Dict[str, int]
+  unreadable_images: int = 0
+  jsons_without_image: int = 0
+  links_not_followed: int = 0
 
   def summary(self) -> dict:
     """JSON-able summary for logs and `tools/validate_dataset.py`."""
     low, mean, high = self.objects_per_image
     return {"images": self.num_samples, "objects": self.num_objects,
             "objects_per_image": {"min": low, "mean": round(mean, 3), "max": high},
-            "images_without_json": self.images_without_json, "invalid_images": len(self.invalid_indices),
-            "problems": len(self.problems), "missing_optional_fields": dict(self.missing_optional)}
+            "images_without_json": self.images_without_json, "jsons_without_image": self.jsons_without_image,
+            "links_not_followed": self.links_not_followed, "invalid_images": len(self.invalid_indices),
+            "unreadable_images": self.unreadable_images, "problems": len(self.problems),
+            "missing_optional_fields": dict(self.missing_optional)}
 
 
-def validate_source(source, *, needs_symmetry: bool, needs_evaluation: bool) -> DatasetReport:
-  """Checks the label of every sample of a raw-sample sequence (see `discovery`); images are not decoded."""
-  problems, invalid, counts = [], [], []
-  missing = collections.Counter()
-  for index in range(len(source)):
-    name = discovery.sample_label_path(source, index)
-    try:
-      annotation = discovery.sample_annotation(source, index)
-    except (OSError, ValueError) as error:
-      found = [f"{name}: file: cannot read JSON ({error})"]
+def _check_sample(source, index, needs_symmetry: bool, needs_evaluation: bool, check_images: bool):
+  """(problems, the label or None, image unreadable) of sample `index` of a raw-sample sequence."""
+  name = discovery.sample_label_path(source, index)
+  try:
+    if check_images:
+      raw = source[index]
+      annotation = raw.annotation
     else:
-      found = validate_annotation(annotation, needs_symmetry=needs_symmetry, needs_evaluation=needs_evaluation,
-                                  path=name)
+      annotation = discovery.sample_annotation(source, index)
+  except ValueError as error:
+    return [f"{name}: file: cannot read JSON ({error})"], None, False
+  except RecursionError:
+    return [f"{name}: file: cannot read JSON (nested too deeply)"], None, False
+  except OSError as error:
+    return [f"{name}: file: cannot read ({error})"], None, False
+  found = validate_annotation(annotation, needs_symmetry=needs_symmetry, needs_evaluation=needs_evaluation,
+                              path=name)
+  unreadable = False
+  if check_images:
+    image_found, decodable = images.image_problems(raw.image_bytes, annotation, raw.path,
+                                                   getattr(raw, "json_path", None))
+    unreadable = not decodable
+    found += image_found
+  return found, annotation, unreadable
+
+
+def validate_source(source, *, needs_symmetry: bool, needs_evaluation: bool, check_images: bool = True,
+                    progress: bool = True) -> DatasetReport:
+  """Checks every sample of a raw-sample sequence (see `discovery`): its label and, with `check_images`,
+  its image (decoded; see `images.image_problems`), in a thread pool with a progress bar (`progress`).
+  A folder's labels without an image are problems too."""
+  problems, invalid, counts, unreadable = [], [], [], 0
+  missing = collections.Counter()
+  check = functools.partial(_check_sample, source, needs_symmetry=needs_symmetry,
+                            needs_evaluation=needs_evaluation, check_images=check_images)
+  with concurrent.futures.ThreadPoolExecutor(_CHECK_THREADS) as pool:
+    results = tqdm.tqdm(pool.map(check, range(len(source))), total=len(source), unit="sample",
+                        desc="checking dataset", disable=not progress or len(source) < _PROGRESS_FROM,
+                        leave=False)
+    for index, (found, annotation, image_unreadable) in enumerate(results):
       if isinstance(annotation, dict) and isinstance(annotation.get("objects"), list):
         counts.append(len(annotation["objects"]))
         missing.update(missing_optional_fields(annotation))
-    if found:
-      problems.extend(found)
-      invalid.append(index)
+      if found:
+        problems.extend(found)
+        invalid.append(index)
+      unreadable += image_unreadable
+  orphans = list(getattr(source, "jsons_without_image", ()))
+  problems += [f"{path}: image: missing (no {pathlib.Path(path).stem}.jpg/.jpeg/.png/.bmp next to this label)"
+               for path in orphans]
   per_image = (min(counts), float(np.mean(counts)), max(counts)) if counts else (0, 0.0, 0)
   return DatasetReport(problems=problems, invalid_indices=invalid, num_samples=len(source),
                        num_objects=int(sum(counts)), objects_per_image=per_image,
                        images_without_json=len(getattr(source, "images_without_json", ())),
-                       missing_optional=dict(sorted(missing.items())))
+                       missing_optional=dict(sorted(missing.items())), unreadable_images=unreadable,
+                       jsons_without_image=len(orphans),
+                       links_not_followed=len(getattr(source, "links_not_followed", ())))

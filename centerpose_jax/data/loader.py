@@ -23,16 +23,17 @@ import math
 from typing import Dict, Iterator, List, Optional, Sequence
 
 from absl import flags
-import cv2
 import grain.python as grain
 import jax
 import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec
 
+from centerpose_jax import errors
 from centerpose_jax.data import annotations
 from centerpose_jax.data import augment
 from centerpose_jax.data import discovery
+from centerpose_jax.data import images
 from centerpose_jax.data import targets as targets_lib
 from centerpose_jax.data import tfds_builder
 
@@ -77,15 +78,6 @@ class SampleSettings:
         max_rotation_deg=float(d.rotate), color_augmentation=not d.no_color_aug)
 
 
-def decode_image(image_bytes) -> Optional[np.ndarray]:
-  """uint8 BGR [H, W, 3] of an encoded image (as cv2.imread), or None when it cannot be decoded."""
-  try:
-    image = cv2.imdecode(np.frombuffer(image_bytes, dtype=np.uint8), cv2.IMREAD_COLOR)
-  except cv2.error:
-    return None
-  return image if image is not None and image.size else None
-
-
 def _empty_sample(settings: SampleSettings, with_targets: bool) -> Dict[str, np.ndarray]:
   sample = {"input": np.zeros((settings.input_res, settings.input_res, 3), np.float32),
             "sample_weight": np.float32(0.0)}
@@ -109,7 +101,7 @@ def encode_sample(raw, settings: SampleSettings, rng=None, with_targets=True):
     the image cannot be decoded) and, if `with_targets`, the `targets.TARGET_KEYS`; `crop` is the
     `augment.CropParams` used (None if not decoded) and (width, height) the image size in pixels ((0, 0) then).
   """
-  image = decode_image(raw.image_bytes)
+  image = images.decode_image(raw.image_bytes)
   if image is None:
     logging.warning("cannot decode image %s: sample skipped (sample_weight 0)", raw.path)
     return _empty_sample(settings, with_targets), None, (0, 0)
@@ -205,17 +197,36 @@ def open_source(path):
   return discovery.FolderSamples(path)
 
 
-def check_dataset(source, dataset_config, *, needs_evaluation=False):
-  """Validates every label before training; returns the source to train on.
+class DatasetTooSmallError(errors.CenterPoseError, ValueError):
+  """Fewer training samples per process than one batch."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckedDataset:
+  """What `check_dataset` leaves to train or evaluate on.
+
+  Attributes:
+    source: the samples to use (all of them, or the valid ones with `dataset.skip_invalid`).
+    report: the validation (`annotations.DatasetReport`).
+    skipped: invalid samples left out (0 unless `dataset.skip_invalid`).
+  """
+  source: Sequence
+  report: annotations.DatasetReport
+  skipped: int
+
+
+def check_dataset(source, dataset_config, *, needs_evaluation=False) -> CheckedDataset:
+  """Validates every label and decodes every image before training or evaluation.
 
   Raises `annotations.DatasetError` listing every problem, unless `dataset_config.skip_invalid`, in which case
-  the invalid samples are left out with one warning listing them (returns a `discovery.SubsetSamples`).
+  the invalid samples are left out with one warning listing them (the source becomes a
+  `discovery.SubsetSamples`).
   """
   num_symmetry = targets_lib.symmetry_count(dataset_config.category, dataset_config.num_symmetry)
   report = annotations.validate_source(source, needs_symmetry=num_symmetry > 1,
                                        needs_evaluation=needs_evaluation)
   if not report.problems:
-    return source
+    return CheckedDataset(source, report, 0)
   if not dataset_config.skip_invalid:
     raise annotations.DatasetError(report.problems, header=f"invalid dataset, {len(report.invalid_indices)} of "
                                    f"{report.num_samples} samples (set dataset.skip_invalid=True to skip them)")
@@ -224,7 +235,7 @@ def check_dataset(source, dataset_config, *, needs_evaluation=False):
     raise annotations.DatasetError(report.problems, header="no valid sample left")
   logging.warning("skipping %d invalid samples of %d (dataset.skip_invalid):\n%s", len(report.invalid_indices),
                   report.num_samples, "\n".join(report.problems))
-  return discovery.SubsetSamples(source, valid)
+  return CheckedDataset(discovery.SubsetSamples(source, valid), report, len(report.invalid_indices))
 
 
 class TrainIterator:
@@ -297,8 +308,9 @@ class TrainLoader:
     self.samples_per_shard = len(source) // self.shard_count
     self.steps_per_epoch = self.samples_per_shard // self.batch_size
     if self.steps_per_epoch == 0:
-      raise ValueError(f"{len(source)} samples over {self.shard_count} processes give no full batch of "
-                       f"{self.batch_size} (dataset.batch_size x {devices} devices)")
+      raise DatasetTooSmallError(
+          f"{len(source)} samples over {self.shard_count} processes give no full batch of {self.batch_size} "
+          f"(dataset.batch_size x {devices} devices): lower dataset.batch_size or add samples")
 
   def epoch_indices(self, epoch: int) -> grain.MapDataset:
     """Source indices this process visits in `epoch`, in order (a grain MapDataset of ints)."""

@@ -63,7 +63,7 @@ def evaluate(config) -> dict:
   from centerpose_jax.inference.predictor import create_predictor  # pylint: disable=g-import-not-at-top
 
   data_path = config.dataset.test_data or config.dataset.val_data
-  source = loader.check_dataset(loader.open_source(data_path), config.dataset, needs_evaluation=True)
+  source = loader.check_dataset(loader.open_source(data_path), config.dataset, needs_evaluation=True).source
   predict = create_predictor(config, "evaluate")
   evaluator = Evaluator.from_config(config)
   batch_size = int(config.dataset.batch_size)

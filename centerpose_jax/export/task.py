@@ -19,6 +19,7 @@ from centerpose_jax.export import onnx as onnx_export
 from centerpose_jax.export.runtime import INPUT_NAME
 from centerpose_jax.export.runtime import OUTPUT_NAMES
 from centerpose_jax.inference import decode
+from centerpose_jax.models import architecture
 from centerpose_jax.models import create_model
 from centerpose_jax.training import checkpoint as checkpoint_lib
 
@@ -113,9 +114,11 @@ def run_export(config) -> onnx_export.ExportResult:
   """
   check_settings(config)
   export = config.export
-  variables = checkpoint_lib.load_variables(export.checkpoint, encryption_key=config.encryption_key)
+  model = create_model(config, use_grouped_conv=True)
+  variables = checkpoint_lib.load_fitting_variables(export.checkpoint, architecture.expected_shapes(model), config,
+                                                    encryption_key=config.encryption_key)
   result = onnx_export.export_onnx(
-      centerpose_apply_fn(create_model(config, use_grouped_conv=True), export.num_select), variables, export,
+      centerpose_apply_fn(model, export.num_select), variables, export,
       export.onnx_file, output_names=OUTPUT_NAMES, input_name=INPUT_NAME, model_name=config.model_name,
       metadata=export_metadata(config, checkpoint_lib.fingerprint(variables)),
       reference_fn=centerpose_apply_fn(create_model(config), export.num_select), compare_fn=decoded_output_errors,

@@ -5,6 +5,7 @@ import pathlib
 
 import numpy as np
 
+from centerpose_jax import errors
 from centerpose_jax import geometry
 
 # The config fields of the intrinsics, by the JSON `camera_data.intrinsics` key they correspond to.
@@ -16,6 +17,10 @@ _CONFIG_FIELDS = {
 }
 
 
+class CameraError(errors.CenterPoseError, ValueError):
+  """Camera intrinsics that are unset (0) or missing, in the config or in a JSON next to an image."""
+
+
 def camera_from_config(inference_config) -> np.ndarray:
   """[3, 3] intrinsics K (pixels) from `principle_point_x/y`, `focal_length_x/y` and `skew` of the config.
 
@@ -23,14 +28,14 @@ def camera_from_config(inference_config) -> np.ndarray:
     inference_config: the `inference` section of the config (or any mapping with those fields).
 
   Raises:
-    ValueError: if any of the focal lengths or the principal point is 0 (the defaults), naming the
+    CameraError: if any of the focal lengths or the principal point is 0 (the defaults), naming the
       fields to set.
   """
   values = {key: float(inference_config[field]) for key, field in _CONFIG_FIELDS.items()}
   missing = [field for key, field in _CONFIG_FIELDS.items() if values[key] == 0.0]
   if missing:
     fields = ", ".join(f"inference.{field}" for field in missing)
-    raise ValueError(
+    raise CameraError(
         f"camera intrinsics are not set: {fields} {'is' if len(missing) == 1 else 'are'} 0. Set them to "
         f"the camera's intrinsics in pixels of the input images (--config.inference.{missing[0]}=...), "
         "or put a JSON with camera_data.intrinsics {fx, fy, cx, cy} next to each image")
@@ -46,7 +51,7 @@ def camera_for_image(image_path, inference_config) -> np.ndarray:
   validation); otherwise `camera_from_config(inference_config)`.
 
   Raises:
-    ValueError: if the JSON has `camera_data.intrinsics` with a missing or zero field, or if there is no
+    CameraError: if the JSON has `camera_data.intrinsics` with a missing or zero field, or if there is no
       such JSON and the config's intrinsics are not set.
   """
   label_path = pathlib.Path(image_path).with_suffix(".json")
@@ -58,5 +63,5 @@ def camera_for_image(image_path, inference_config) -> np.ndarray:
     return camera_from_config(inference_config)
   bad = [key for key in _CONFIG_FIELDS if not intrinsics.get(key)]
   if bad:
-    raise ValueError(f"{label_path}: camera_data.intrinsics: {', '.join(bad)} missing or 0")
+    raise CameraError(f"{label_path}: camera_data.intrinsics: {', '.join(bad)} missing or 0")
   return geometry.camera_matrix(*(float(intrinsics[key]) for key in ("fx", "fy", "cx", "cy")))

@@ -9,13 +9,14 @@ import json
 import logging
 import pathlib
 import time
-from typing import Iterator, List, Tuple
+from typing import Dict, Iterator, List, Tuple
 
 import cv2
 import numpy as np
 import tqdm
 
 from centerpose_jax import config as config_lib
+from centerpose_jax import errors
 from centerpose_jax.data import transforms
 from centerpose_jax.inference import camera as camera_lib
 from centerpose_jax.inference.draw import draw_detections
@@ -25,6 +26,10 @@ from centerpose_jax.inference.predictor import create_predictor
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+
+
+class VideoError(errors.CenterPoseError, ValueError):
+  """A video file that cannot be opened or holds no readable frame."""
 
 
 def find_images(path) -> List[pathlib.Path]:
@@ -74,22 +79,24 @@ def _batches(items, size) -> Iterator[list]:
     yield items[start:start + size]
 
 
-def _run_images(session: _Session, images: List[pathlib.Path], out: pathlib.Path):
+def _run_images(session: _Session, images: List[pathlib.Path], cameras: Dict[pathlib.Path, np.ndarray],
+                out: pathlib.Path):
   settings = session.settings
   unreadable = []
   with tqdm.tqdm(total=len(images), unit="img", desc="infer") as bar:
     for batch in _batches(images, session.batch_size):
-      frames, cameras, paths = [], [], []
+      frames, frame_cameras, paths = [], [], []
       for path in batch:
         frame = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if frame is None:
           unreadable.append(path)
           continue
         frames.append(frame)
-        cameras.append(camera_lib.camera_for_image(path, settings))
+        frame_cameras.append(cameras[path])
         paths.append(path)
       if frames:
-        for path, frame, camera_k, detections in zip(paths, frames, cameras, session.detect(frames, cameras)):
+        for path, frame, camera_k, detections in zip(paths, frames, frame_cameras,
+                                                     session.detect(frames, frame_cameras)):
           if settings.save_json:
             record = prediction_record(path.name, detections)
             (out / f"{path.stem}.json").write_text(json.dumps(record, sort_keys=True, indent=4))
@@ -104,12 +111,14 @@ def _run_images(session: _Session, images: List[pathlib.Path], out: pathlib.Path
 def _video_frames(path) -> Iterator[Tuple[int, np.ndarray]]:
   capture = cv2.VideoCapture(str(path))
   if not capture.isOpened():
-    raise ValueError(f"{path}: cannot open the video")
+    raise VideoError(f"{path}: cannot open the video (damaged, or a codec OpenCV cannot read)")
   index = 0
   try:
     while True:
       ok, frame = capture.read()
       if not ok:
+        if index == 0:
+          raise VideoError(f"{path}: no frame could be read (damaged, or a codec OpenCV cannot read)")
         return
       yield index, frame
       index += 1
@@ -151,18 +160,26 @@ def _run_video(session: _Session, video: pathlib.Path, out: pathlib.Path):
 def infer(config) -> dict:
   """Runs inference as configured (see the module docstring); returns the summary it prints."""
   source = pathlib.Path(config.dataset.inference_data)
+  is_video = source.is_file() and source.suffix.lower() in VIDEO_EXTENSIONS
+  # The input and the intrinsics are checked before the weights are loaded.
+  if is_video:
+    next(_video_frames(source))  # VideoError without a readable frame
+    camera_lib.camera_for_image(source, config.inference)
+  else:
+    images = find_images(source)
+    if not images:
+      raise errors.InputNotFoundError(f"dataset.inference_data: no images ({', '.join(IMAGE_EXTENSIONS)}) in "
+                                      f"{source} or its sub-folders")
+    cameras = {path: camera_lib.camera_for_image(path, config.inference) for path in images}
   out = config_lib.task_results_dir(config, "inference")
   out.mkdir(parents=True, exist_ok=True)
   session = _Session(config)
   start = time.perf_counter()
   unreadable = 0
-  if source.is_file() and source.suffix.lower() in VIDEO_EXTENSIONS:
+  if is_video:
     _run_video(session, source, out)
   else:
-    images = find_images(source)
-    if not images:
-      raise FileNotFoundError(f"dataset.inference_data: no images ({', '.join(IMAGE_EXTENSIONS)}) in {source}")
-    unreadable = _run_images(session, images, out)
+    unreadable = _run_images(session, images, cameras, out)
   seconds = time.perf_counter() - start
   summary = {"images": session.images, "detections": session.detections, "unreadable": unreadable,
              "seconds": round(seconds, 3), "images_per_second": round(session.images / max(seconds, 1e-9), 2),

@@ -159,7 +159,9 @@ def test_training_check_stops_or_skips(dataset_with_bad_files, caplog):
   assert len(raised.value.problems) == 3
   assert "seq_b/000.json: objects[1].scale" in str(raised.value) and "seq_b/001.json: file" in str(raised.value)
   dataset.skip_invalid = True
-  kept = loader.check_dataset(source, dataset)
+  checked = loader.check_dataset(source, dataset)
+  kept = checked.source
   assert [kept[i].path for i in range(len(kept))] == [source[0].path, source[1].path]
+  assert checked.skipped == 2
   warnings = [r for r in caplog.records if r.levelname == "WARNING"]
   assert len(warnings) == 1 and "skipping 2 invalid samples of 4" in warnings[0].getMessage()
