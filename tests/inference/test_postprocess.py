@@ -159,3 +159,25 @@ def test_postprocess_without_candidates_gives_no_detections(scene):
   detections = postprocess_detections(scene[0], CENTER, SCALE, OUTPUT_SIZE, CAMERA_K, threshold=0.95,
                                       opencv=True)
   assert detections == []
+
+
+def test_a_known_object_height_makes_the_pose_metric(scene):
+  """inference.object_height: the cuboid fitted with the relative scale (height 1.0 here) is scaled to the real
+  height; its projections do not change."""
+  decoded, first_px = scene[0], scene[1]
+  relative = postprocess_detections(decoded, CENTER, SCALE, OUTPUT_SIZE, CAMERA_K, threshold=0.3, opencv=True)
+  decoded = {name: value.copy() for name, value in decoded.items()}
+  decoded["obj_scale"][:, 1] = 0.5  # a predicted height of 0.5 relative units
+  halved = postprocess_detections(decoded, CENTER, SCALE, OUTPUT_SIZE, CAMERA_K, threshold=0.3, opencv=True)
+  metric = postprocess_detections(decoded, CENTER, SCALE, OUTPUT_SIZE, CAMERA_K, threshold=0.3, opencv=False,
+                                  object_height=0.36)
+  factor = 0.36 / 0.5
+  for plain, scaled in zip(halved, metric):
+    np.testing.assert_allclose(scaled["location"], geometry.opencv_to_opengl(plain["location"]) * factor, atol=1e-9)
+    np.testing.assert_allclose(scaled["projected_keypoints_2d"], plain["projected_keypoints_2d"], atol=1e-9)
+    height = np.linalg.norm(scaled["keypoints_3d"][3] - scaled["keypoints_3d"][1])
+    assert height == pytest.approx(0.36, rel=1e-9)  # the box is 0.36 m high
+  np.testing.assert_allclose(relative[0]["projected_keypoints_2d"][1:], first_px, atol=0.05)
+  decoded["obj_scale"][:, 1] = -0.5  # no metric pose for a non-positive predicted height: dropped
+  assert postprocess_detections(decoded, CENTER, SCALE, OUTPUT_SIZE, CAMERA_K, threshold=0.3, opencv=True,
+                                object_height=0.36) == []
