@@ -193,3 +193,12 @@ def test_center_3d_puts_the_peak_at_the_projected_centre(tao_reference):
   dropped = targets.encode_targets(label, 640, 480, crop, num_symmetry=1, max_objs=10, output_size=(128, 128),
                                    center_3d=True)
   np.testing.assert_array_equal(dropped["reg_mask"][0, :3], [0, 1, 1])
+
+
+def test_training_uses_the_configured_num_symmetry():
+  """The category defaults live in the category configs only: a chair config set to 1 copy gets 1 copy."""
+  dataset = default.get_category_config("chair").dataset
+  assert loader.SampleSettings.from_config(dataset).num_symmetry == 4
+  dataset.num_symmetry = 1
+  assert loader.SampleSettings.from_config(dataset).num_symmetry == 1
+  assert not hasattr(targets, "CATEGORY_SYMMETRY")
