@@ -215,6 +215,7 @@ def _check_common(problems, config):
                "train.optim.lr", "train.optim.lr_decay"):
     _positive(problems, config, path)
   _positive(problems, config, "dataset.workers", allow_zero=True)
+  _positive(problems, config, "inference.object_height", allow_zero=True)
   _positive(problems, config, "train.clip_grad_val", allow_zero=True)
   if config.model.down_ratio != DOWN_RATIO:
     problems.append(f"model.down_ratio: got {config.model.down_ratio!r}, expected 4 (the heads are at stride 4)")

@@ -109,6 +109,7 @@ def test_the_default_config_is_valid_for_training_with_data(tmp_path):
     ("train.clip_grad_val", -1.0, "train.clip_grad_val: got -1.0, expected a number >= 0"),
     ("train.num_gpus", 0, "train.num_gpus: got 0, expected a positive number (or -1 for all)"),
     ("model.backbone.width_multiplier", 0.0, "model.backbone.width_multiplier: got 0.0, expected a positive"),
+    ("inference.object_height", -0.3, "inference.object_height: got -0.3, expected a number >= 0"),
 ])
 def test_each_validation_rule_reports_the_field_value_and_what_is_allowed(tmp_path, field, value, expected):
   config = _valid_train_config(tmp_path)
