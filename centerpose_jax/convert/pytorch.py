@@ -43,7 +43,10 @@ PRETRAINED_SOURCES = {
 
 
 class ConversionError(errors.CenterPoseError, ValueError):
-  """A state_dict that does not match the model: lists every unknown, missing and misshaped key."""
+  """A state_dict that does not match the model: the unknown, missing and misshaped keys (all in the
+  attributes; the message shows the first MAX_LISTED of each kind and counts the rest)."""
+
+  MAX_LISTED = 20
 
   def __init__(self, message: str, unknown=(), missing=(), misshaped=()):
     self.unknown, self.missing, self.misshaped = list(unknown), list(missing), list(misshaped)
@@ -52,7 +55,9 @@ class ConversionError(errors.CenterPoseError, ValueError):
                          ("wrongly shaped keys", self.misshaped)):
       if items:
         lines.append(f"{len(items)} {title}:")
-        lines.extend(f"  {item}" for item in items)
+        lines.extend(f"  {item}" for item in items[:self.MAX_LISTED])
+        if len(items) > self.MAX_LISTED:
+          lines.append(f"  ... and {len(items) - self.MAX_LISTED} more")
     super().__init__("\n".join(lines))
 
 
