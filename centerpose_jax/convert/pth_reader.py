@@ -9,8 +9,8 @@ absent in old files, which are little-endian). The pickle refers to each storage
 `pickle.load` on such a file imports and calls whatever globals the pickle names, so a crafted file runs any
 code (e.g. `os.system`). This reader never imports anything. Its unpickler resolves globals from an allow-list
 of its own safe stand-ins: tensor rebuilders that slice the storage bytes into numpy arrays (bounds-checked),
-storage classes (element types), `collections.OrderedDict` / `Counter`, numpy arrays and scalars, and
-`_codecs.encode` for bytes. Any other global is never imported:
+storage classes (element types), `collections.OrderedDict` / `Counter` / `defaultdict`, `torch.Size` /
+`torch.device` / torch dtypes (as tuples and text), numpy arrays and scalars, and `_codecs.encode` for bytes. Any other global is never imported:
   * calling it (a `REDUCE`: the way `os.system` or `subprocess.Popen` would run) refuses the whole file with
     `UnsafePickleError`, naming the global;
   * instantiating it as a plain object (`NEWOBJ` + `BUILD`: how Lightning's hyper-parameters, callbacks'
@@ -206,6 +206,11 @@ def _reconstructor(cls, base, state):
   return instance
 
 
+def _torch_device(kind, index=None):
+  """`torch.device` (optimizer and callback states may hold one): its text, e.g. "cuda:0"."""
+  return f"{kind}:{index}" if index is not None else str(kind)
+
+
 def _numpy_scalar(dtype, data=None):
   if not isinstance(dtype, np.dtype):
     raise _Malformed("numpy scalar without a dtype")
@@ -232,8 +237,10 @@ _SAFE_GLOBALS = {
     ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
     ("torch._tensor", "_rebuild_from_type_v2"): _rebuild_from_type_v2,
     ("torch", "Size"): tuple,
+    ("torch", "device"): _torch_device,
     ("collections", "OrderedDict"): collections.OrderedDict,
     ("collections", "Counter"): collections.Counter,
+    ("collections", "defaultdict"): collections.defaultdict,
     ("builtins", "set"): set,
     ("builtins", "frozenset"): frozenset,
     ("_codecs", "encode"): _encode,

@@ -9,6 +9,7 @@ read by `pth_reader`, which needs no torch and runs no code from the file.
 """
 
 import dataclasses
+import functools
 import pathlib
 import re
 import zipfile
@@ -238,6 +239,12 @@ def model_variable_shapes(model, image_size: int = 64) -> Variables:
   return jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x, train=False))
 
 
+@functools.lru_cache(maxsize=8)
+def _model_key_plan(model) -> Dict[str, LeafPlan]:
+  """`tao_key_plan` of `model`'s variable shapes (Flax modules compare and hash by their fields); read-only."""
+  return tao_key_plan(model_variable_shapes(model))
+
+
 def _default_model(arch: str):
   from centerpose_jax.models import centerpose  # pylint: disable=g-import-not-at-top
   return centerpose.CenterPose(model_type=arch)
@@ -274,7 +281,7 @@ def convert_state_dict(state_dict: Mapping[str, Any], arch: str, *, model=None) 
   if isinstance(state_dict, (bytes, bytearray)):
     extract_state_dict({"state_dict": state_dict})  # raises the encryption message
   state_dict = strip_wrapper_prefixes(extract_state_dict(state_dict))
-  plan = tao_key_plan(model_variable_shapes(model or _default_model(arch)))
+  plan = _model_key_plan(model or _default_model(arch))
   unused = [key for key in state_dict if key not in plan and is_unused_tao_key(key)]
   unknown = sorted(key for key in state_dict if key not in plan and not is_unused_tao_key(key))
   missing = sorted(key for key in plan if key not in state_dict)

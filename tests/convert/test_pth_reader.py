@@ -97,6 +97,8 @@ def test_a_lightning_checkpoint_with_extra_objects_loads_its_state_dict(tmp_path
       "callbacks": {"ModelCheckpoint{'monitor': None}": {"best_model_score": torch.tensor(0.5),
                                                           "dirpath": "/results/train"}},
       "hyper_parameters": hyper, "hparams_namespace": argparse.Namespace(seed=317),
+      "loops": {"device": torch.device("cuda", 1), "shape": torch.Size([2, 3]), "dtype": torch.bfloat16,
+                "counts": collections.defaultdict(list, {"a": [1]})},
   }
   path = tmp_path / "model_epoch_039_step_01234.pth"
   _save_with_module(checkpoint, path, module)
@@ -108,6 +110,7 @@ def test_a_lightning_checkpoint_with_extra_objects_loads_its_state_dict(tmp_path
   assert loaded["hyper_parameters"].state == {"lr": 6e-5, "backbone": "DLA34"}
   assert loaded["hparams_namespace"].state == {"seed": 317}
   assert loaded["lr_schedulers"][0]["milestones"] == collections.Counter({90: 1, 120: 1})
+  assert loaded["loops"] == {"device": "cuda:1", "shape": (2, 3), "dtype": "torch.bfloat16", "counts": {"a": [1]}}
   np.testing.assert_array_equal(loaded["optimizer_states"][0]["state"][0]["exp_avg"],
                                 optimizer.state_dict()["state"][0]["exp_avg"].numpy())
   read = pytorch.read_state_dict(path)
