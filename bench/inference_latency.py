@@ -10,7 +10,7 @@ post-processing gets a per-image threshold that passes exactly the top --detecti
 and PnP (TAO's 0.3 would pass all 100); the table gives how many survive PnP. Stages, each timed as a pass over
 all images (median of --repeats passes after a warm-up pass that compiles), per image:
   read         cv2.imread of the file (PNG decode)
-  preprocess   letterbox and normalise to the input size (`transforms.preprocess_image`)
+  preprocess   letterbox and normalise to the input size (`augment.letterbox_crop` + `augment.make_input`)
   forward      the network alone (jit)
   decode       the decoder alone on the forward's outputs (jit)
   fwd+decode   both under one jit, outputs fetched to the host (`JaxPredictor`, what infer.py runs)
@@ -34,7 +34,7 @@ import numpy as np  # noqa: E402
 from bench.export_latency import FIXTURES  # noqa: E402
 from bench.export_latency import median_seconds  # noqa: E402
 from centerpose_jax import geometry  # noqa: E402
-from centerpose_jax.data import transforms  # noqa: E402
+from centerpose_jax.data import augment  # noqa: E402
 from centerpose_jax.inference import decode  # noqa: E402
 from centerpose_jax.inference import postprocess_detections  # noqa: E402
 from centerpose_jax.inference.predictor import JaxPredictor  # noqa: E402
@@ -82,8 +82,8 @@ def bench_backbone(backbone: str, size: int, paths, detections: int, repeats: in
     return cv2.imread(str(path), cv2.IMREAD_COLOR)
 
   def preprocess(frame):
-    image, center, scale = transforms.preprocess_image(frame, (size, size), data.mean, data.std)
-    return image[None], center, scale
+    crop = augment.letterbox_crop(frame.shape[1], frame.shape[0], input_size=(size, size))
+    return augment.make_input(frame, crop, (size, size), data.mean, data.std)[None], crop.center, crop.scale
 
   forward = jax.jit(lambda v, x: model.apply(v, x, train=False))
   decoder = jax.jit(lambda heads: decode(heads, num_select=settings.num_select))

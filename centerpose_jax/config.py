@@ -13,7 +13,7 @@ import os
 import pathlib
 import sys
 import traceback
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence, Tuple
 
 from absl import app
 from absl import flags
@@ -23,7 +23,8 @@ from ml_collections.config_flags import config_flags
 
 from centerpose_jax import errors
 
-TASKS = ("train", "evaluate", "infer", "export")
+TASKS = ("train", "evaluate", "infer", "export", "gen_trt_engine")
+DOWN_RATIO = 4  # the heads' stride; dataset.output_res = input_res / 4
 BACKBONES = ("DLA34", "fan_small", "fan_base", "fan_large")
 PRECISIONS = ("fp32", "bf16", "fp16")
 SPEC_EXTENSIONS = (".yaml", ".yml")
@@ -248,6 +249,62 @@ def _get(config, path):
   return node
 
 
+# TAO options with no implementation here, with their default: any other value is reported with the reason.
+UNSUPPORTED_OPTIONS = {
+    "dataset.mse_loss": (False, "the MSE heatmap loss is not implemented; the focal loss (TAO's default) is"),
+    "dataset.dense_hp": (False, "dense keypoint regression is not implemented"),
+    "dataset.hps_uncertainty": (False, "keypoint uncertainty heads are not implemented (NVlabs only)"),
+    "dataset.obj_scale_uncertainty": (False, "scale uncertainty heads are not implemented (NVlabs only)"),
+    "dataset.pin_memory": (True, "has no counterpart in JAX (batches are placed with jax.device_put)"),
+    "train.cudnn.benchmark": (False, "has no counterpart in JAX (XLA chooses the convolution algorithms)"),
+    "train.cudnn.deterministic": (True, "has no counterpart in JAX (XLA chooses the convolution algorithms)"),
+    "train.loss_config.mse_loss": (False, "the MSE heatmap loss is not implemented; the focal loss is"),
+    "train.loss_config.dense_hp": (False, "dense keypoint regression is not implemented"),
+    "train.loss_config.hps_uncertainty": (False, "keypoint uncertainty losses are not implemented"),
+    "train.loss_config.obj_scale_uncertainty": (False, "scale uncertainty losses are not implemented"),
+    "train.loss_config.use_residual": (False, "residual scale regression is not implemented (TAO ignores it)"),
+    "train.loss_config.dimension_ref": ("", "reference dimensions are not implemented (TAO ignores it)"),
+    "train.loss_config.num_stacks": (1, "the network has one output stack"),
+    "evaluate.num_nodes": (1, "evaluation runs on one host"),
+    "inference.num_nodes": (1, "inference runs on one host"),
+    "evaluate.trt_engine": (None, "TensorRT engines run in TAO-deploy or Isaac ROS, not here: build one with "
+                                  "tools/gen_trt_engine.py; to evaluate the exported model set evaluate.onnx_file"),
+    "inference.trt_engine": (None, "TensorRT engines run in TAO-deploy or Isaac ROS, not here: build one with "
+                                   "tools/gen_trt_engine.py; to run the exported model set inference.onnx_file"),
+}
+
+
+def input_size(dataset_config) -> Tuple[int, int]:
+  """(width, height) in pixels of the network input: `dataset.input_res`, an int (square) or (width, height)."""
+  res = dataset_config.input_res
+  return (int(res), int(res)) if isinstance(res, int) else (int(res[0]), int(res[1]))
+
+
+def output_size(dataset_config) -> Tuple[int, int]:
+  """(width, height) of the output grid (the head maps): the input size / 4."""
+  width, height = input_size(dataset_config)
+  return width // DOWN_RATIO, height // DOWN_RATIO
+
+
+def _input_res_problem(value) -> Optional[str]:
+  if isinstance(value, int) and not isinstance(value, bool):
+    sides = (value,)
+  elif isinstance(value, (tuple, list)) and len(value) == 2:
+    sides = tuple(value)
+  else:
+    return f"dataset.input_res: got {value!r}, expected pixels: an int (square) or (width, height)"
+  if any(not isinstance(v, int) or isinstance(v, bool) or v <= 0 or v % 32 for v in sides):
+    return f"dataset.input_res: got {value!r}, expected a positive multiple of 32 (pixels) or two: (width, height)"
+  return None
+
+
+def _check_unsupported(problems, config):
+  for path, (default, reason) in UNSUPPORTED_OPTIONS.items():
+    value = _get(config, path)
+    if value != default:
+      problems.append(f"{path}: got {value!r}, only {default!r} is supported: {reason}")
+
+
 def _check_common(problems, config):
   _one_of(problems, config, "model.backbone.model_type", BACKBONES)
   _one_of(problems, config, "train.precision", PRECISIONS)
@@ -262,23 +319,28 @@ def _check_common(problems, config):
                "train.optim.lr", "train.optim.lr_decay"):
     _positive(problems, config, path)
   _positive(problems, config, "dataset.workers", allow_zero=True)
+  _positive(problems, config, "inference.object_height", allow_zero=True)
   _positive(problems, config, "train.clip_grad_val", allow_zero=True)
   if config.model.backbone.model_type != "DLA34" and config.model.backbone.width_multiplier != 1.0:
     problems.append(f"model.backbone.width_multiplier: got {config.model.backbone.width_multiplier!r}, expected 1.0 "
                     f"for {config.model.backbone.model_type} (it scales DLA34 only)")
-  if config.model.down_ratio != 4:
+  if config.model.down_ratio != DOWN_RATIO:
     problems.append(f"model.down_ratio: got {config.model.down_ratio!r}, expected 4 (the heads are at stride 4)")
-  res = config.dataset.input_res
-  if not isinstance(res, int) or res <= 0 or res % 32:
-    problems.append(f"dataset.input_res: got {res!r}, expected a positive multiple of 32 (pixels)")
-  elif config.dataset.output_res != res // 4:
-    problems.append(f"dataset.output_res: got {config.dataset.output_res!r}, expected input_res / 4 = {res // 4}")
+  res_problem = _input_res_problem(config.dataset.input_res)
+  if res_problem:
+    problems.append(res_problem)
+  else:
+    expected = output_size(config.dataset)
+    output_res = config.dataset.output_res
+    given = (output_res, output_res) if isinstance(output_res, int) else tuple(output_res or ())
+    if given != expected:
+      shown = expected[0] if isinstance(config.dataset.input_res, int) else expected
+      problems.append(f"dataset.output_res: got {output_res!r}, expected input_res / 4 = {shown!r}")
+  _check_unsupported(problems, config)
   for path in ("dataset.flip", "inference.visualization_threshold"):
     value = _get(config, path)
     if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
       problems.append(f"{path}: got {value!r}, expected a number in [0, 1]")
-  if config.model.use_pretrained and config.model.backbone.pretrained_backbone_path:
-    _existing_path(problems, config, "model.backbone.pretrained_backbone_path", "ImageNet backbone weights")
   _check_devices(problems, config.train, "train")
 
 
@@ -306,6 +368,25 @@ def _check_train(problems, config):
   _existing_path(problems, config, "train.resume_training_checkpoint_path", "checkpoint to resume from",
                  required=False)
   _existing_path(problems, config, "train.pretrained_model_path", "weights to initialise from", required=False)
+  if config.model.use_pretrained and not config.train.pretrained_model_path:
+    _check_pretrained_backbone(problems, config)
+
+
+def _check_pretrained_backbone(problems, config):
+  """`model.use_pretrained`: a backbone weights path that exists; without one, DLA34 at full width downloads
+  TAO's public file, FAN has none to download. Only training reads it."""
+  model = config.model
+  if model.backbone.pretrained_backbone_path:
+    _existing_path(problems, config, "model.backbone.pretrained_backbone_path", "ImageNet backbone weights")
+  elif model.backbone.model_type != "DLA34":
+    problems.append(
+        f"model.backbone.pretrained_backbone_path: model.use_pretrained=True with {model.backbone.model_type} needs "
+        "the FAN ImageNet weights file (NGC model pretrained_fan_classification_nvimagenet, e.g. "
+        "fan_small_hybrid_nvimagenet.pth), which cannot be downloaded automatically: set the path, or "
+        "model.use_pretrained=False")
+  elif model.backbone.get("width_multiplier", 1.0) != 1.0:
+    problems.append(f"model.use_pretrained: the ImageNet DLA34 weights fit model.backbone.width_multiplier=1.0 "
+                    f"only, got {model.backbone.width_multiplier!r}")
 
 
 def _check_model_source(problems, config, section):
@@ -333,8 +414,6 @@ def _check_infer(problems, config):
 def _check_export(problems, config):
   export = config.export
   _existing_path(problems, config, "export.checkpoint", "checkpoint to export")
-  if not export.onnx_file:
-    problems.append("export.onnx_file: the output path is required but not set")
   for name in ("input_height", "input_width"):
     value = export[name]
     if not isinstance(value, int) or value <= 0 or value % 32:
@@ -345,6 +424,25 @@ def _check_export(problems, config):
     problems.append(f"export.batch_size: got {export.batch_size!r}, expected -1 (dynamic) or a positive number")
   if export.num_select <= 0:
     problems.append(f"export.num_select: got {export.num_select!r}, expected a positive number")
+
+
+def _check_gen_trt_engine(problems, config):
+  engine = config.gen_trt_engine
+  trt = engine.tensorrt
+  _one_of(problems, config, "gen_trt_engine.tensorrt.data_type", ("FP32", "FP16", "INT8"))
+  _positive(problems, config, "gen_trt_engine.tensorrt.workspace_size")
+  sizes_ok = all(_positive(problems, config, f"gen_trt_engine.tensorrt.{name}_batch_size")
+                 for name in ("min", "opt", "max"))
+  if sizes_ok and not trt.min_batch_size <= trt.opt_batch_size <= trt.max_batch_size:
+    problems.append(f"gen_trt_engine.tensorrt: expected min_batch_size <= opt_batch_size <= max_batch_size, got "
+                    f"{trt.min_batch_size}, {trt.opt_batch_size}, {trt.max_batch_size}")
+  if engine.batch_size == 0 or engine.batch_size < -1:
+    problems.append(f"gen_trt_engine.batch_size: got {engine.batch_size!r}, expected -1 (the profile's min/opt/max) "
+                    "or a positive number")
+  if trt.data_type == "INT8":
+    _existing_path(problems, config, "gen_trt_engine.tensorrt.calibration.cal_cache_file",
+                   "INT8 calibration cache (trtexec cannot calibrate from cal_image_dir; make the cache with "
+                   "TAO-deploy)")
 
 
 def _check_devices(problems, section, name):
@@ -358,7 +456,7 @@ def _check_devices(problems, section, name):
 
 
 _TASK_CHECKS = {"train": _check_train, "evaluate": _check_evaluate, "infer": _check_infer,
-                "export": _check_export}
+                "export": _check_export, "gen_trt_engine": _check_gen_trt_engine}
 
 
 def collect_problems(config: config_dict.ConfigDict, task: str) -> List[str]:
@@ -411,6 +509,14 @@ def task_results_dir(config, section: str) -> pathlib.Path:
   """Where a task writes: `<section>.results_dir` when set, else `results_dir/<section>` (section "train",
   "evaluate" or "inference")."""
   return pathlib.Path(config[section].results_dir or os.path.join(config.results_dir, section))
+
+
+def export_onnx_file(config) -> pathlib.Path:
+  """Where export.py writes the ONNX: `export.onnx_file`, else `<export results dir>/<model_name>.onnx` (the
+  export results dir: `export.results_dir`, else `results_dir/export`)."""
+  if config.export.onnx_file:
+    return pathlib.Path(config.export.onnx_file)
+  return task_results_dir(config, "export") / f"{config.model_name}.onnx"
 
 
 def resolve_device_ids(num_gpus: int, gpu_ids: Sequence[int], available: int,

@@ -7,9 +7,10 @@ file, not just the first. What is required (reference-behavior §1.2):
     `projected_cuboid` (9x2 pixels) and `scale` (3 numbers, scale[1] != 0);
   * when symmetry copies are generated (`needs_symmetry`): `camera_data.camera_projection_matrix` (4x4) and, per
     object whose `symmetric` key is absent or 'True', `keypoints_3d` (9x3), `location` (3), `quaternion_xyzw` (4);
-  * for evaluation (`needs_evaluation`): the projection matrix, `camera_data.width` / `height`,
-    `AR_data.plane_center` / `plane_normal` (3 each), and per object `visibility`, `keypoints_3d`, `location` and
-    `quaternion_xyzw`.
+  * for evaluation (`needs_evaluation`): what every metric needs: the projection matrix and per object
+    `keypoints_3d`, `location` and `quaternion_xyzw`. Optional, checked when present: `camera_data.width` /
+    `height` (default: the image's size), `AR_data.plane_center` / `plane_normal` (3 each; without them the
+    evaluator takes the metric scale from the ground-truth box) and per object `visibility` (default 1).
 All numbers must be finite. `validate_source` also decodes every image (`images.image_problems`: empty,
 undecodable, truncated, too small, or another size than `camera_data` says) and reports a folder's labels
 without an image.
@@ -109,7 +110,7 @@ def _has_non_number(values) -> bool:
   return False
 
 
-def _check_camera(problems, prefix, camera, needs_projection, needs_size):
+def _check_camera(problems, prefix, camera, needs_projection, needs_evaluation):
   if not isinstance(camera, dict):
     problems.append(f"{prefix}camera_data: missing" if camera is None
                     else f"{prefix}camera_data: expected an object, got {type(camera).__name__}")
@@ -126,9 +127,9 @@ def _check_camera(problems, prefix, camera, needs_projection, needs_size):
   if needs_projection:
     _check_numbers(problems, prefix, "camera_data.camera_projection_matrix",
                    camera.get("camera_projection_matrix"), (4, 4))
-  if needs_size:
-    for name in ("width", "height"):
-      value = _check_numbers(problems, prefix, f"camera_data.{name}", camera.get(name), ())
+  for name in ("width", "height"):
+    if needs_evaluation and name in camera:
+      value = _check_numbers(problems, prefix, f"camera_data.{name}", camera[name], ())
       if value is not None and value <= 0:
         problems.append(f"{prefix}camera_data.{name}: expected a positive number (pixels), got {value:g}")
 
@@ -146,8 +147,8 @@ def _check_object(problems, prefix, obj, needs_symmetry_copies, needs_evaluation
       value = _check_numbers(problems, prefix, field, obj.get(field), shape)
       if field == "quaternion_xyzw" and value is not None and np.linalg.norm(value) == 0:
         problems.append(f"{prefix}quaternion_xyzw: is all zeros, not a rotation")
-  if needs_evaluation:
-    _check_numbers(problems, prefix, "visibility", obj.get("visibility"), ())
+  if needs_evaluation and "visibility" in obj:
+    _check_numbers(problems, prefix, "visibility", obj["visibility"], ())
 
 
 def validate_annotation(path_or_dict: Union[str, pathlib.Path, dict], *, needs_symmetry: bool,
@@ -158,7 +159,7 @@ def validate_annotation(path_or_dict: Union[str, pathlib.Path, dict], *, needs_s
     path_or_dict: a JSON file path, or an already parsed label.
     needs_symmetry: symmetry copies are generated (dataset num_symmetry > 1), so the projection matrix and each
       copied object's 3D fields are required.
-    needs_evaluation: the label feeds the evaluator (AR_data, visibility, camera size and 3D fields required).
+    needs_evaluation: the label feeds the evaluator (projection matrix and 3D fields required).
     path: the name to report for a parsed dict (defaults to "<annotation>").
   """
   if not isinstance(path_or_dict, (str, pathlib.Path)):  # a parsed label (a dict, or any other JSON value)
@@ -182,10 +183,10 @@ def validate_annotation(path_or_dict: Union[str, pathlib.Path, dict], *, needs_s
     objects = []
   for index, obj in enumerate(objects):
     _check_object(problems, f"{prefix}objects[{index}].", obj, copies_needed(obj, needs_symmetry), needs_evaluation)
-  if needs_evaluation:
-    ar_data = annotation.get("AR_data")
+  ar_data = annotation.get("AR_data")
+  if needs_evaluation and ar_data is not None:
     if not isinstance(ar_data, dict):
-      problems.append(f"{prefix}AR_data: missing (the evaluator needs plane_center and plane_normal)")
+      problems.append(f"{prefix}AR_data: expected an object, got {type(ar_data).__name__}")
     else:
       for field in ("plane_center", "plane_normal"):
         _check_numbers(problems, prefix, f"AR_data.{field}", ar_data.get(field), (3,))

@@ -4,12 +4,13 @@ A *source* is any random-access sequence (len + integer indexing, picklable) of 
 `image_bytes`, `annotation` (parsed JSON dict) and `path` (see `discovery.RawSample`): a dataset folder
 (`discovery.FolderSamples`) or packed ArrayRecord shards (`tfds_builder.PackedSamples`).
 
-Training batch (B = dataset.batch_size x local devices, S symmetry copies, M = max_objs, J = 8, R = input / 4):
-  input f32 [B, H, W, 3] (normalised BGR); hm f32 [B, S, R, R, 1]; hm_hp f32 [B, S, R, R, J];
+Training batch (B = dataset.batch_size x local devices, S symmetry copies, M = max_objs, J = 8, input H x W,
+output grid h x w = input / 4):
+  input f32 [B, H, W, 3] (normalised BGR); hm f32 [B, S, h, w, 1]; hm_hp f32 [B, S, h, w, J];
   wh, reg f32 [B, S, M, 2]; scale f32 [B, S, M, 3]; hps, hps_mask f32 [B, S, M, 2J]; ind int32 [B, S, M];
   reg_mask f32 [B, S, M]; hp_offset f32 [B, S, M*J, 2]; hp_ind int32 [B, S, M*J]; hp_mask f32 [B, S, M*J];
   sample_weight f32 [B].
-`ind` and `hp_ind` index the flattened grid as y * R + x. A sample whose image cannot be decoded is emitted with
+`ind` and `hp_ind` index the flattened grid as y * w + x. A sample whose image cannot be decoded is emitted with
 all-zero input and targets and `sample_weight` 0 (batch shapes stay static, the epoch keeps its length) and is
 counted by the iterator (`failed_samples`).
 
@@ -30,6 +31,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec
 
 from centerpose_jax import errors
+from centerpose_jax import config as config_lib
 from centerpose_jax.data import annotations
 from centerpose_jax.data import augment
 from centerpose_jax.data import discovery
@@ -44,9 +46,12 @@ _PREFETCH_BATCHES = 2
 
 @dataclasses.dataclass(frozen=True)
 class SampleSettings:
-  """Everything the per-sample encoder needs, as plain values (cheap to send to worker processes)."""
-  input_res: int
-  output_res: int
+  """Everything the per-sample encoder needs, as plain values (cheap to send to worker processes).
+
+  `input_size` and `output_size` are (width, height) in pixels of the network input and of the output grid.
+  """
+  input_size: tuple
+  output_size: tuple
   max_objs: int
   num_joints: int
   num_symmetry: int
@@ -69,8 +74,8 @@ class SampleSettings:
     """Settings from the `dataset` section of the config (TAO field names)."""
     d = dataset_config
     return cls(
-        input_res=int(d.input_res), output_res=int(d.output_res), max_objs=int(d.max_objs),
-        num_joints=int(d.num_joints), num_symmetry=targets_lib.symmetry_count(d.category, d.num_symmetry),
+        input_size=config_lib.input_size(d), output_size=config_lib.output_size(d), max_objs=int(d.max_objs),
+        num_joints=int(d.num_joints), num_symmetry=int(d.num_symmetry),
         mean=tuple(d.mean), std=tuple(d.std), eig_val=tuple(d.eig_val), eig_vec=tuple(map(tuple, d.eig_vec)),
         flip_idx=tuple(map(tuple, d.flip_idx)), center_3d=bool(d.center_3D), obj_scale=bool(d.obj_scale),
         use_absolute_scale=bool(d.use_absolute_scale), random_crop=not d.not_rand_crop,
@@ -79,11 +84,11 @@ class SampleSettings:
 
 
 def _empty_sample(settings: SampleSettings, with_targets: bool) -> Dict[str, np.ndarray]:
-  sample = {"input": np.zeros((settings.input_res, settings.input_res, 3), np.float32),
-            "sample_weight": np.float32(0.0)}
+  width, height = settings.input_size
+  sample = {"input": np.zeros((height, width, 3), np.float32), "sample_weight": np.float32(0.0)}
   if with_targets:
     sample.update(targets_lib.empty_targets(settings.num_symmetry, settings.max_objs, settings.num_joints,
-                                            settings.output_res))
+                                            settings.output_size))
   return sample
 
 
@@ -107,21 +112,21 @@ def encode_sample(raw, settings: SampleSettings, rng=None, with_targets=True):
     return _empty_sample(settings, with_targets), None, (0, 0)
   height, width = image.shape[:2]
   if rng is None:
-    crop = augment.letterbox_crop(width, height)
+    crop = augment.letterbox_crop(width, height, input_size=settings.input_size)
   else:
-    crop = augment.sample_crop(rng, width, height, random_crop=settings.random_crop,
+    crop = augment.sample_crop(rng, width, height, input_size=settings.input_size,
+                               random_crop=settings.random_crop,
                                flip_probability=settings.flip_probability,
                                rotation_probability=settings.rotation_probability,
                                max_rotation_deg=settings.max_rotation_deg)
   color_rng = rng if (rng is not None and settings.color_augmentation) else None
-  sample = {"input": augment.make_input(image, crop, (settings.input_res, settings.input_res), settings.mean,
-                                        settings.std, rng=color_rng, eig_val=settings.eig_val,
-                                        eig_vec=settings.eig_vec),
+  sample = {"input": augment.make_input(image, crop, settings.input_size, settings.mean, settings.std,
+                                        rng=color_rng, eig_val=settings.eig_val, eig_vec=settings.eig_vec),
             "sample_weight": np.float32(1.0)}
   if with_targets:
     sample.update(targets_lib.encode_targets(
         raw.annotation, width, height, crop, num_symmetry=settings.num_symmetry, max_objs=settings.max_objs,
-        output_res=settings.output_res, flip_idx=settings.flip_idx, center_3d=settings.center_3d,
+        output_size=settings.output_size, flip_idx=settings.flip_idx, center_3d=settings.center_3d,
         obj_scale=settings.obj_scale, use_absolute_scale=settings.use_absolute_scale,
         num_joints=settings.num_joints))
   return sample, crop, (width, height)
@@ -222,8 +227,7 @@ def check_dataset(source, dataset_config, *, needs_evaluation=False) -> CheckedD
   the invalid samples are left out with one warning listing them (the source becomes a
   `discovery.SubsetSamples`).
   """
-  num_symmetry = targets_lib.symmetry_count(dataset_config.category, dataset_config.num_symmetry)
-  report = annotations.validate_source(source, needs_symmetry=num_symmetry > 1,
+  report = annotations.validate_source(source, needs_symmetry=int(dataset_config.num_symmetry) > 1,
                                        needs_evaluation=needs_evaluation)
   if not report.problems:
     return CheckedDataset(source, report, 0)

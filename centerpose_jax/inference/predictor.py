@@ -43,7 +43,8 @@ class JaxPredictor:
 
 def create_predictor(config, section: str) -> Callable[[np.ndarray], DecodedBatch]:
   """The predictor for `config.<section>` ("evaluate" or "inference"): its `onnx_file` if set, else its
-  `checkpoint` (a checkpoint folder or a training results folder, whose latest checkpoint is used).
+  `checkpoint` (a checkpoint folder or a training results folder, whose latest checkpoint is used, or a TAO
+  `.pth` / `.npz` state_dict converted on the fly; see `checkpoint.load_variables`).
 
   Raises:
     architecture.ArchitectureMismatchError: the checkpoint's weights do not fit the configured model.
@@ -58,5 +59,5 @@ def create_predictor(config, section: str) -> Callable[[np.ndarray], DecodedBatc
   from centerpose_jax.training.checkpoint import load_fitting_variables  # pylint: disable=g-import-not-at-top
   model = create_model(config)
   variables = load_fitting_variables(settings.checkpoint, expected_shapes(model), config,
-                                     encryption_key=config.encryption_key)
+                                     encryption_key=config.encryption_key, model=model)
   return JaxPredictor(model, variables, batch_size=config.dataset.batch_size, num_select=num_select)

@@ -30,8 +30,10 @@ afterwards; plain files (e.g. a converted checkpoint) are read as they are, so a
 unencrypted checkpoints.
 
 `load_variables(path)` gives {"params", "batch_stats"} from any of: a training results folder, a checkpoint
-folder (its latest checkpoint), one checkpoint's step folder, or a converted TAO checkpoint (a folder whose
-`variables/` sub-folder, or the folder itself, is a StandardCheckpointer pytree of {params, batch_stats}).
+folder (its latest checkpoint), one checkpoint's step folder, a converted TAO checkpoint (a folder whose
+`variables/` sub-folder, or the folder itself, is a StandardCheckpointer pytree of {params, batch_stats}), or
+a weights file converted on the fly: a TAO Lightning `.pth`, a plain PyTorch state_dict `.pth` or an `.npz`
+(read without torch and without running code from the file; see `convert.pth_reader`).
 """
 
 import asyncio
@@ -50,6 +52,8 @@ from centerpose_jax import config as config_lib
 from centerpose_jax import encryption
 from centerpose_jax import errors
 from centerpose_jax.models import architecture as architecture_lib
+from centerpose_jax.convert import pth_reader
+from centerpose_jax.convert import pytorch
 
 TRAIN_SUBDIR = "train"
 STATE_ITEM = "state"
@@ -312,19 +316,61 @@ def _variables_tree(path: pathlib.Path) -> pathlib.Path:
   return find_checkpoint(path) / STATE_ITEM
 
 
-def load_variables(path, encryption_key: Optional[encryption.Key] = None) -> dict:
-  """{"params", "batch_stats"} (host numpy arrays) from a checkpoint; see the module docstring for `path`.
+# Weight sources `load_variables` reads (`weights_format`).
+ORBAX, PYTORCH, NPZ = "orbax", "pytorch", "npz"
+
+
+def weights_format(path) -> str:
+  """How the weights at `path` are stored, from the content: ORBAX (a folder: ours), NPZ (a numpy `.npz`
+  of a state_dict) or PYTORCH (a file written by `torch.save`: TAO Lightning `.pth`, plain state_dict).
+
+  Raises:
+    pytorch.WeightsFileError: nothing at `path`.
+    pth_reader.PthError: a file in neither format (the message says what it is and what to do).
+  """
+  path = pathlib.Path(path)
+  if path.is_dir():
+    return ORBAX
+  if not path.is_file():
+    raise pytorch.WeightsFileError(f"{path}: no checkpoint folder or weights file")
+  if pytorch.is_npz(path):
+    return NPZ
+  pth_reader.check_format(path)
+  return PYTORCH
+
+
+def load_variables(path, encryption_key: Optional[encryption.Key] = None, *, model=None) -> dict:
+  """{"params", "batch_stats"} (host numpy arrays) of the weights at `path`, in any supported format.
 
   Args:
-    path: results folder, checkpoint folder, step folder, or converted-checkpoint folder.
-    encryption_key: `encryption_key` of the config, for an encrypted checkpoint.
+    path: an Orbax folder (a results folder, checkpoint folder, step folder or converted-checkpoint folder;
+      see the module docstring), or a TAO / PyTorch `.pth` or an `.npz` state_dict (`weights_format`), converted
+      on the fly to `model`'s variables without torch (`convert.pytorch`).
+    encryption_key: `encryption_key` of the config, for an encrypted Orbax checkpoint.
+    model: the configured model (`models.create_model(config)`); needed for `.pth` / `.npz` files.
 
   Raises:
     CheckpointNotFoundError (a FileNotFoundError): when no checkpoint is found at `path`.
     DamagedCheckpointError: its files cannot be read.
     encryption.EncryptionError: an encrypted checkpoint and no or the wrong key (see `_plaintext`).
+    pth_reader.PthError: an unreadable or unsafe `.pth` (UnsafePickleError names the refused global).
+    pytorch.ConversionError: the file's state_dict does not fit `model` (every mismatched key listed).
   """
-  tree = _variables_tree(pathlib.Path(path)).absolute()
+  path = pathlib.Path(path)
+  source_format = weights_format(path)
+  if source_format != ORBAX:
+    if model is None:
+      raise errors.CenterPoseError(
+          f"{path}: a {source_format} state_dict is converted for the configured model; read it through a "
+          "task's config (evaluate/infer/export/train) or convert it with tools/convert_checkpoint.py --arch")
+    try:
+      return pytorch.convert_state_dict(pytorch.read_state_dict(path), model.model_type, model=model).variables
+    except pytorch.ConversionError as error:
+      raise pytorch.ConversionError(
+          f"{path}: the weights do not fit the configured model (model.backbone.model_type="
+          f"{model.model_type}, model.head_conv={model.head_conv}, model.use_convGRU={model.use_convGRU})",
+          unknown=error.unknown, missing=error.missing, misshaped=error.misshaped) from None
+  tree = _variables_tree(path).absolute()
   with _reading(tree.parent if tree.name == STATE_ITEM else tree), _plaintext(tree, encryption_key) as tree_path:
     restored = _restore_on_this_host(tree_path)
   return _variables_of(jax.tree_util.tree_map(np.asarray, restored))
@@ -338,26 +384,35 @@ def is_weights_only(path) -> bool:
 
 def stored_architecture(path, encryption_key: Optional[encryption.Key] = None) -> Optional[dict]:
   """The architecture recorded in the meta of the training checkpoint `path` names (see `load_variables`),
-  or None (a converted checkpoint, or one written before the meta recorded it)."""
-  if is_weights_only(path):
+  or None (a `.pth` / `.npz` file, a converted checkpoint, or one written before the meta recorded it)."""
+  if weights_format(path) != ORBAX or is_weights_only(path):
     return None
   step_folder = find_checkpoint(path)
   with _reading(step_folder):
     return read_meta(step_folder, encryption_key).get("model")
 
 
-def load_fitting_variables(path, expected: dict, config, encryption_key: Optional[encryption.Key] = None) -> dict:
-  """`load_variables(path)`, checked against the shapes `expected` ({"params", "batch_stats"} of the model
-  that will use them, e.g. `architecture.expected_shapes(model)`).
+def load_fitting_variables(path, expected: dict, config, encryption_key: Optional[encryption.Key] = None, *,
+                           model=None) -> dict:
+  """`load_variables(path, model=model)`, checked against the shapes `expected` ({"params", "batch_stats"} of
+  the model that will use them, e.g. `architecture.expected_shapes(model)`).
 
   Raises:
     architecture.ArchitectureMismatchError: naming the checkpoint's and the configured architecture.
     The errors of `load_variables`.
   """
-  variables = load_variables(path, encryption_key)
+  variables = load_variables(path, encryption_key, model=model)
   architecture_lib.check_weights_fit(variables, expected, str(path), architecture_lib.architecture(config),
                                      stored_architecture(path, encryption_key))
   return variables
+
+
+def load_state_dict(path, encryption_key: Optional[encryption.Key] = None) -> pytorch.StateDict:
+  """TAO-named state_dict (numpy) of the weights at `path` in any format (see `load_variables`): a `.pth` /
+  `.npz` file as stored, an Orbax checkpoint converted to TAO's key names (`pytorch.to_tao_state_dict`)."""
+  if weights_format(path) == ORBAX:
+    return pytorch.to_tao_state_dict(load_variables(path, encryption_key))
+  return pytorch.read_state_dict(path)
 
 
 def read_meta(step_folder, encryption_key: Optional[encryption.Key] = None) -> dict:

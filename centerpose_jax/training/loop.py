@@ -3,7 +3,8 @@
   check every label and image of train_data / val_data (stop with the list, or skip with dataset.skip_invalid)
   state <- newest readable checkpoint in the training folder (damaged ones set aside as <step>.damaged)
            | train.resume_training_checkpoint_path
-           | train.pretrained_model_path (fresh optimizer) | new weights (+ ImageNet backbone)
+           | train.pretrained_model_path (fresh optimizer; ours, TAO .pth or .npz)
+           | new weights (+ ImageNet backbone: model.backbone.pretrained_backbone_path, or DLA34's download)
   for each remaining epoch:
     train on the epoch's batches (one jitted data-parallel step per batch, progress bar, TensorBoard);
       a non-finite loss stops the run; a diverging loss (`divergence.DivergenceMonitor`) warns, or stops
@@ -32,6 +33,8 @@ import tqdm
 from centerpose_jax import config as config_lib
 from centerpose_jax import errors
 from centerpose_jax import models
+from centerpose_jax.convert import pretrained
+from centerpose_jax.convert import pytorch
 from centerpose_jax.data import loader
 from centerpose_jax.evaluation import Evaluator
 from centerpose_jax.evaluation import run as evaluation_run
@@ -60,6 +63,16 @@ def training_devices(config) -> List[jax.Device]:
   if jax.process_count() > 1:
     return jax.devices()
   return config_lib.select_devices(config.train, "train")
+
+
+def pretrained_backbone_source(config):
+  """The ImageNet backbone weights of `model.use_pretrained`: `model.backbone.pretrained_backbone_path` (any
+  format `checkpoint.load_state_dict` reads), else for DLA34 TAO's public file, downloaded once into the cache
+  (`convert.pretrained`). The config check requires the path for FAN."""
+  path = config.model.backbone.pretrained_backbone_path
+  if path:
+    return path
+  return pretrained.fetch(pretrained.DLA34_IMAGENET)
 
 
 def _run_seed(config) -> int:
@@ -109,12 +122,11 @@ class _Trainer:
                                                        config.train.divergence_steps)
     self.divergences: List[divergence_lib.Divergence] = []
     self.saved_steps: List[int] = []  # checkpoints written by this run
-    self.train_step = step_lib.make_train_step(self.model, self.optimizer,
-                                               losses.loss_weights(config.train.loss_config), self.precision,
-                                               self.mesh)
+    weights = losses.loss_weights(config.train.loss_config, config.dataset)
+    self.train_step = step_lib.make_train_step(self.model, self.optimizer, weights, self.precision, self.mesh)
     self.predict_step = None  # compiled at the first validation
-    res = int(config.dataset.input_res)
-    self.input_shape = (1, res, res, 3)
+    width, height = config_lib.input_size(config.dataset)
+    self.input_shape = (1, height, width, 3)
 
   # ---------------------------------------------------------------------------------------------- state
 
@@ -197,18 +209,19 @@ class _Trainer:
     if pretrained:
       expected = jax.eval_shape(lambda: state_lib.init_variables(self.model, init_rng, self.input_shape))
       variables = checkpoint_lib.load_fitting_variables(pretrained, expected, self.config,
-                                                        encryption_key=self.config.encryption_key)
+                                                        encryption_key=self.config.encryption_key,
+                                                        model=self.model)
       description = f"weights from {pretrained}"
     else:
       variables = state_lib.init_variables(self.model, init_rng, self.input_shape, self.replicated)
       description = f"new weights (seed {self.seed})"
-      backbone_path = self.config.model.backbone.pretrained_backbone_path
-      if self.config.model.use_pretrained and backbone_path:
-        from centerpose_jax.convert import pytorch  # pylint: disable=g-import-not-at-top
-        loaded = pytorch.load_pretrained_backbone(step_lib.to_host(variables), backbone_path,
-                                                  self.config.model.backbone.model_type)
+      if self.config.model.use_pretrained:
+        source = pretrained_backbone_source(self.config)
+        loaded = pytorch.load_pretrained_backbone(
+            step_lib.to_host(variables), checkpoint_lib.load_state_dict(source, self.config.encryption_key),
+            self.config.model.backbone.model_type)
         variables = loaded.variables
-        description += f", ImageNet backbone from {backbone_path} ({len(loaded.used_keys)} tensors)"
+        description += f", ImageNet backbone from {source} ({len(loaded.used_keys)} tensors)"
     return self._new_state(variables, train_rng), 0, None, description
 
   # ---------------------------------------------------------------------------------------------- epochs
