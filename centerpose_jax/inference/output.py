@@ -36,6 +36,28 @@ def prediction_record(image_name, detections) -> dict:
   return {"image_name": image_name, "objects": objects}
 
 
+# The filtered pose of a tracked object (`tracking.TrackedObject.filtered`).
+_FILTERED_KEYS = ("location", "quaternion_xyzw", "relative_scale", "keypoints_3d", "projected_keypoints_2d")
+
+
+def tracked_record(image_name, tracked) -> dict:
+  """{"image_name", "objects": [...]} for one video frame with tracking.
+
+  Each object is the raw detection as in `prediction_record` (its pose is the frame's own PnP pose) plus
+  `track_id` and `filtered` {`location` [3], `quaternion_xyzw` [4], `relative_scale` [3], `keypoints_3d`
+  [9, 3], `projected_keypoints_2d` [9, 2] px}: the track's filtered pose, in the same frame.
+
+  Args:
+    image_name: a name for the frame.
+    tracked: `tracking.Tracker.update` output (`TrackedObject`s).
+  """
+  record = prediction_record(image_name, [t.detection for t in tracked])
+  for obj, t in zip(record["objects"], tracked):
+    obj["track_id"] = t.track_id
+    obj["filtered"] = {key: _plain(t.filtered[key]) for key in _FILTERED_KEYS}
+  return record
+
+
 def write_prediction_json(path, image_name, detections) -> None:
   """Writes `prediction_record(image_name, detections)` to `path` with sorted keys and indent 4 (TAO)."""
   path = pathlib.Path(path)

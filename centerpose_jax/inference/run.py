@@ -2,7 +2,9 @@
 
 For each image `results_dir/inference/` receives `<stem>.json` (TAO's per-image JSON plus `score` and
 `bbox`) and, with `inference.save_visualization`, `<stem>.jpg` with the cuboids drawn. A video gives an
-annotated `<stem>.mp4` and one `<stem>.jsonl` (a JSON record per frame).
+annotated `<stem>.mp4` and one `<stem>.jsonl` (a JSON record per frame); with `inference.tracking.enabled`
+(and `use_pnp`) its objects are the confirmed tracks, each with its `track_id` and filtered pose
+(`output.tracked_record`), and the video shows the filtered poses with their ids.
 """
 
 import json
@@ -18,8 +20,10 @@ import tqdm
 from centerpose_jax import config as config_lib
 from centerpose_jax.data import transforms
 from centerpose_jax.inference import camera as camera_lib
+from centerpose_jax.inference import tracking
 from centerpose_jax.inference.draw import draw_detections
 from centerpose_jax.inference.output import prediction_record
+from centerpose_jax.inference.output import tracked_record
 from centerpose_jax.inference.postprocess import postprocess_detections
 from centerpose_jax.inference.predictor import create_predictor
 
@@ -124,7 +128,10 @@ def _run_video(session: _Session, video: pathlib.Path, out: pathlib.Path):
   fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
   total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
   capture.release()
-  writer = None
+  writer = tracker = None
+  tracked_video = settings.tracking.enabled and settings.use_pnp
+  if settings.tracking.enabled and not settings.use_pnp:
+    logging.warning("inference.tracking needs poses (inference.use_pnp); %s is processed frame by frame", video)
   frames = _video_frames(video)
   with open(out / f"{video.stem}.jsonl", "w") as records, tqdm.tqdm(total=total, unit="frame",
                                                                       desc="infer") as bar:
@@ -134,7 +141,14 @@ def _run_video(session: _Session, video: pathlib.Path, out: pathlib.Path):
         break
       for (index, frame), detections in zip(batch, session.detect([f for _, f in batch],
                                                                   [camera_k] * len(batch))):
-        record = prediction_record(f"{video.name}#{index:06d}", detections)
+        name = f"{video.name}#{index:06d}"
+        if tracker is None and tracked_video:
+          tracker = tracking.Tracker.for_video(session.config, camera_k, fps, frame.shape)
+        if tracker is None:
+          record = prediction_record(name, detections)
+        else:
+          tracked = tracker.update(index, detections)
+          record, detections = tracked_record(name, tracked), [t.as_detection() for t in tracked]
         record["frame"] = index
         records.write(json.dumps(record, sort_keys=True) + "\n")
         if settings.save_visualization:
