@@ -3,9 +3,9 @@
   .venv/bin/python bench/tracking_jitter.py                    # after `make demo` (uses results/demo/train)
   .venv/bin/python bench/tracking_jitter.py --checkpoint DIR --out results/tracking_bench
 
-Renders synthetic camera sequences (`synthetic.generate_sequences`, 256x256 as the demo's training frames, one
-or two objects, 30 fps): one set with still objects, one where the first object drives along the ground. Each
-sequence's mp4 goes through infer.py's video path (`inference.run.infer`, poses in the Objectron OpenGL frame as
+Renders synthetic camera sequences (`synthetic.generate_sequences`, camera category, 256x256 and 30 fps) in
+three sets: one still object (as the demo's training frames), one object driving along the ground, two still
+objects (the demo model was trained on one object per frame, so it finds fewer of these). Each sequence's mp4 goes through infer.py's video path (`inference.run.infer`, poses in the Objectron OpenGL frame as
 the labels) twice, with `inference.tracking.enabled` off and on, and every frame is scored against its label:
 
   * jitter: the frame-to-frame change of the pose error, i.e. the part of the frame-to-frame pose change that
@@ -41,7 +41,8 @@ _REPO = pathlib.Path(__file__).resolve().parents[1]
 # The fixture README's intrinsics of the real Objectron frames and clip (pixels).
 _CLIP_INTRINSICS = {"focal_length_x": 663.0287679036459, "focal_length_y": 663.0287679036459,
                     "principle_point_x": 300.2775065104167, "principle_point_y": 395.00066121419275}
-_SETS = (("still", False), ("moving", True))
+# (name, objects per sequence, whether the first object drives).
+_SETS = (("still", 1, False), ("moving", 1, True), ("two objects", 2, False))
 
 
 def _config(checkpoint, video, results_dir, tracking, overrides=()):
@@ -140,17 +141,17 @@ def _print_table(rows):
 def bench_sequences(args, work):
   rows = []
   totals = {"per-frame": _Score(), "tracked": _Score()}
-  for name, moving in _SETS:
-    data = work / "data" / name
+  for name, objects, moving in _SETS:
+    data = work / "data" / name.replace(" ", "_")
     synthetic.generate_sequences(data, "camera", args.sequences, args.frames, seed=args.seed, width=256,
-                                 height=256, max_objects=2, moving_object=moving, skip_existing=True,
+                                 height=256, max_objects=objects, moving_object=moving, skip_existing=True,
                                  workers=args.workers)
     scores = {"per-frame": _Score(), "tracked": _Score()}
     for sequence in range(args.sequences):
       video = data / synthetic.SEQUENCES_FOLDER / f"{sequence:04d}.mp4"
       labels = _labels(video.with_suffix(""))
       for output, tracked in (("per-frame", False), ("tracked", True)):
-        config = _config(args.checkpoint, video, work / "runs" / name / output, tracked, args.tracking)
+        config = _config(args.checkpoint, video, data / "runs" / output, tracked, args.tracking)
         records, _ = _infer(config)
         scores[output].add_sequence(records, labels, tracked)
         totals[output].add_sequence(records, labels, tracked)
@@ -187,9 +188,10 @@ def main(argv=None):
   parser.add_argument("--checkpoint", default=str(_REPO / "results" / "demo" / "train"),
                       help="trained demo model (checkpoint folder; default: what `make demo` writes)")
   parser.add_argument("--out", default="", help="working folder (default: a temporary one)")
-  parser.add_argument("--sequences", type=int, default=4, help="sequences per set (still, moving)")
-  parser.add_argument("--frames", type=int, default=120, help="frames per sequence")
-  parser.add_argument("--seed", type=int, default=100)
+  parser.add_argument("--sequences", type=int, default=6, help="sequences per set")
+  parser.add_argument("--frames", type=int, default=90, help="frames per sequence")
+  parser.add_argument("--seed", type=int, default=7,
+                      help="sequence seed (the tracking defaults were tuned on sequences of seed 100)")
   parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
   parser.add_argument("--clip", default=str(_REPO.parent / "shared" / "fixtures" / "real" /
                                             "shoe_objectron_clip.mp4"))

@@ -217,7 +217,7 @@ def _check_evaluate(problems, config):
 def _check_infer(problems, config):
   _existing_path(problems, config, "dataset.inference_data", "image folder, image or video to run on")
   _check_model_source(problems, config, "inference")
-  for name in ("min_hits", "keypoint_noise", "scale_noise", "translation_acceleration", "rotation_acceleration",
+  for name in ("min_hits", "outlier_frames", "keypoint_noise", "scale_noise", "translation_acceleration", "rotation_acceleration",
                "scale_acceleration"):
     _positive(problems, config, f"inference.tracking.{name}")
   for name in ("max_age", "pose_weight", "outlier_gate"):

@@ -174,8 +174,9 @@ def _tracking() -> config_dict.ConfigDict:
   t.min_hits = 3  # consecutive detections that confirm a track
   t.min_iou = 0.1  # smallest 2D cuboid IoU of a track-detection pair
   t.pose_weight = 1.0  # weight of the pose distance in the association cost
-  t.outlier_gate = 30.0  # squared Mahalanobis distance (6 dof) above which a pose is an outlier; 0 disables
-  t.keypoint_noise = 1.0  # keypoint standard deviation, output-grid cells
+  t.outlier_gate = 50.0  # squared Mahalanobis distance (6 dof) above which a pose is an outlier; 0 disables
+  t.outlier_frames = 10  # consecutive agreeing outliers that restart a track's filter
+  t.keypoint_noise = 2.0  # keypoint standard deviation, output-grid cells
   t.scale_noise = 0.05  # relative-scale standard deviation per frame
   t.translation_acceleration = 2.0  # relative-scale units / s^2
   t.rotation_acceleration = 1.0  # rad / s^2

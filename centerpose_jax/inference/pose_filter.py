@@ -82,6 +82,12 @@ def pnp_covariance(rotation, translation, relative_scale, camera_k, keypoint_sig
   return np.linalg.inv(information + _INFORMATION_FLOOR * np.eye(6))
 
 
+def pose_residual(rotation_a, translation_a, rotation_b, translation_b) -> np.ndarray:
+  """[6] (so3_log(R_a^T R_b), t_b - t_a): pose b relative to pose a, as (dtheta, t) of the error state."""
+  return np.concatenate([geometry.so3_log(np.asarray(rotation_a, dtype=np.float64).T @ rotation_b),
+                         np.asarray(translation_b, dtype=np.float64).reshape(3) - translation_a])
+
+
 def _pair_noise(acceleration, dt) -> np.ndarray:
   """[6, 6] process noise of three (position, rate) pairs, ordered [positions (3), rates (3)]."""
   block = acceleration ** 2 * np.array([[dt ** 4 / 4, dt ** 3 / 2], [dt ** 3 / 2, dt ** 2]])
@@ -144,9 +150,8 @@ class PoseFilter:
 
   def _pose_innovation(self, rotation, translation, pose_covariance):
     """(y [6], S [6, 6]) of a pose measurement against the current state."""
-    residual = np.concatenate([geometry.so3_log(self.rotation.T @ np.asarray(rotation, dtype=np.float64)),
-                               np.asarray(translation, dtype=np.float64).reshape(3) - self.translation])
-    return residual, self.covariance[:6, :6] + pose_covariance
+    return (pose_residual(self.rotation, self.translation, rotation, translation),
+            self.covariance[:6, :6] + pose_covariance)
 
   def mahalanobis(self, rotation, translation, pose_covariance) -> float:
     """Squared Mahalanobis distance of a pose measurement from the current state (chi-square, 6 dof)."""

@@ -9,8 +9,9 @@ Per frame (`Tracker.update`):
      whose IoU is below `min_iou` are never associated;
   3. an associated track is updated with the detection's pose, unless the pose is an outlier (squared
      Mahalanobis distance above `outlier_gate`: e.g. a corner ordering flipped by the network), in which case
-     only the track's hit is counted; after `min_hits` outliers in a row the filter restarts from the
-     detection (the track, not the detection, was wrong);
+     only the track's hit is counted; after `outlier_frames` outliers in a row that agree with each other
+     (each within the gate of the one before) the filter restarts from the detection (the track, not the
+     detections, was wrong);
   4. an unassociated detection starts a tentative track; a tentative track is confirmed, and given the next
      `track_id` (1, 2, ... per video), after `min_hits` consecutive associated frames (at once during the
      video's first `min_hits` frames, as SORT); a tentative track that misses a frame is dropped, a confirmed
@@ -47,6 +48,7 @@ class TrackerSettings:
     pose_weight: weight of the pose distance in the association cost.
     outlier_gate: squared Mahalanobis distance above which a detection's pose does not update its track (0:
       every pose updates).
+    outlier_frames: consecutive agreeing outlier poses after which a track's filter restarts from the last.
     keypoint_noise: standard deviation of a keypoint coordinate, in cells of the network's output grid.
     noise: the filter's noise levels.
   """
@@ -55,6 +57,7 @@ class TrackerSettings:
   min_iou: float
   pose_weight: float
   outlier_gate: float
+  outlier_frames: int
   keypoint_noise: float
   noise: pose_filter.FilterNoise
 
@@ -64,6 +67,7 @@ class TrackerSettings:
     return cls(max_age=int(tracking_config.max_age), min_hits=int(tracking_config.min_hits),
                min_iou=float(tracking_config.min_iou), pose_weight=float(tracking_config.pose_weight),
                outlier_gate=float(tracking_config.outlier_gate),
+               outlier_frames=int(tracking_config.outlier_frames),
                keypoint_noise=float(tracking_config.keypoint_noise),
                noise=pose_filter.FilterNoise(
                    translation_acceleration=float(tracking_config.translation_acceleration),
@@ -109,8 +113,15 @@ class _Track:
   hull: np.ndarray  # the 2D cuboid hull of its last detection
   hits: int = 1  # consecutive associated frames
   misses: int = 0  # consecutive frames without a detection
-  outliers: int = 0  # consecutive rejected poses
+  outliers: int = 0  # consecutive rejected poses that agree with each other
+  outlier: Optional[_Measurement] = None  # the last of them
   track_id: Optional[int] = None  # set when confirmed
+
+
+def _agree(first, second, gate) -> bool:
+  """Whether two measured poses are within `gate` (squared Mahalanobis distance, summed covariances)."""
+  residual = pose_filter.pose_residual(first.rotation, first.translation, second.rotation, second.translation)
+  return float(residual @ np.linalg.solve(first.covariance + second.covariance, residual)) <= gate
 
 
 def _hull(pixels) -> np.ndarray:
@@ -252,12 +263,14 @@ class Tracker:
     state = track.filter
     gate = self.settings.outlier_gate
     if gate > 0 and state.mahalanobis(measurement.rotation, measurement.translation, measurement.covariance) > gate:
-      track.outliers += 1
-      if track.outliers >= self.settings.min_hits:
+      agrees = track.outlier is not None and _agree(track.outlier, measurement, gate)
+      track.outliers = track.outliers + 1 if agrees else 1
+      track.outlier = measurement
+      if track.outliers >= self.settings.outlier_frames:
         track.filter = self._new_filter(measurement)
-        track.outliers = 0
+        track.outliers, track.outlier = 0, None
       return
-    track.outliers = 0
+    track.outliers, track.outlier = 0, None
     state.update(measurement.rotation, measurement.translation, measurement.scale, measurement.covariance)
 
   def _new_filter(self, measurement) -> pose_filter.PoseFilter:

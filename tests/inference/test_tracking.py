@@ -20,7 +20,8 @@ ROTATION = geometry.so3_exp([0.2, 0.7, 0.0])
 
 def _settings(max_age=3, min_hits=3):
   return tracking.TrackerSettings(
-      max_age=max_age, min_hits=min_hits, min_iou=0.1, pose_weight=1.0, outlier_gate=30.0, keypoint_noise=1.0,
+      max_age=max_age, min_hits=min_hits, min_iou=0.1, pose_weight=1.0, outlier_gate=30.0, outlier_frames=3,
+      keypoint_noise=1.0,
       noise=pose_filter.FilterNoise(translation_acceleration=2.0, rotation_acceleration=1.0,
                                     scale_acceleration=0.1, scale_measurement=0.05))
 
@@ -95,18 +96,20 @@ def test_noise_free_detections_give_back_their_own_pose_in_their_frame(opencv):
 
 
 def test_an_outlier_pose_does_not_move_the_track_but_a_lasting_change_does():
-  tracker = _tracker(min_hits=3)
+  tracker = _tracker()  # outlier_frames 3
   flipped = ROTATION @ geometry.so3_exp([0.0, np.pi, 0.0])  # front and back swapped: the same 2D cuboid
+  tilted = ROTATION @ geometry.so3_exp([np.pi / 2, 0.0, 0.0])
+  # Frame 8: one flip. 10-13: outliers that disagree with each other. 16 on: a lasting flip.
+  rotations = {8: flipped, 10: flipped, 11: tilted, 12: flipped, 13: tilted}
   angles = []
-  for frame in range(16):
-    rotation = flipped if frame == 8 or frame >= 12 else ROTATION
+  for frame in range(20):
+    rotation = flipped if frame >= 16 else rotations.get(frame, ROTATION)
     (tracked,) = tracker.update(frame, [detection(rotation, LEFT)])
     filtered = geometry.quaternion_to_matrix(tracked.filtered["quaternion_xyzw"])
     angles.append(np.rad2deg(geometry.rotation_angle(filtered, ROTATION)))
     assert tracked.track_id == 1
-  assert max(angles[:12]) < 0.5  # the single flip at frame 8 is ignored
-  assert angles[12] < 0.5 and angles[13] < 0.5  # two flips in a row are still outliers
-  assert angles[14] > 179.0  # the third restarts the filter from the detection
+  assert max(angles[:18]) < 0.5  # single and disagreeing outliers are ignored, two agreeing ones too
+  assert min(angles[18:]) > 179.0  # the third agreeing outlier restarts the filter from the detection
 
 
 def test_settings_come_from_the_config_and_scale_the_keypoint_noise_to_the_frame():
