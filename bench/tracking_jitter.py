@@ -17,8 +17,10 @@ the labels) twice, with `inference.tracking.enabled` off and on, and every frame
   * 3D IoU AP@0.5 (the evaluator's default mode, every frame of every sequence pooled).
   * ID switches: for each ground-truth object, how often the track matched to it differs from the last track
     matched to it; per 100 frames.
-Then the real clip (../shared/fixtures/real/shoe_objectron_clip.mp4, 600x800, 125 frames, the fixture README's
-intrinsics) runs through the same path with tracking off and on, and the frames per second are printed.
+The time `Tracker.update` alone takes on the per-frame detections is printed too. Then the real clip
+(../shared/fixtures/real/shoe_objectron_clip.mp4, 600x800, 125 frames, the fixture README's intrinsics) runs
+through the same path with tracking off and on, and the frames per second are printed (infer.py's figure: from
+the model's set-up, so the first call's compilation is included).
 """
 
 import argparse
@@ -35,6 +37,7 @@ from centerpose_jax import geometry
 from centerpose_jax.data import synthetic
 from centerpose_jax.evaluation.evaluator import Evaluator
 from centerpose_jax.inference import run
+from centerpose_jax.inference import tracking
 from configs import demo
 
 _REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -138,9 +141,22 @@ def _print_table(rows):
           + (f"{f['id_switches_per_100_frames']:.2f}" if output == "tracked" else "-") + " |")
 
 
+def _tracker_seconds(config, records, camera_k, fps, frame_shape) -> float:
+  """Seconds `Tracker.update` takes over the per-frame detections of one video (the tracking alone)."""
+  tracker = tracking.Tracker.for_video(config, camera_k, fps, frame_shape)
+  frames = [(record["frame"], [{key: np.asarray(value) if isinstance(value, list) else value
+                                for key, value in obj.items()} for obj in record["objects"]])
+            for record in records]
+  start = time.perf_counter()
+  for frame, detections in frames:
+    tracker.update(frame, detections)
+  return time.perf_counter() - start
+
+
 def bench_sequences(args, work):
   rows = []
   totals = {"per-frame": _Score(), "tracked": _Score()}
+  tracker_seconds, frames, detections = 0.0, 0, 0
   for name, objects, moving in _SETS:
     data = work / "data" / name.replace(" ", "_")
     synthetic.generate_sequences(data, "camera", args.sequences, args.frames, seed=args.seed, width=256,
@@ -155,6 +171,12 @@ def bench_sequences(args, work):
         records, _ = _infer(config)
         scores[output].add_sequence(records, labels, tracked)
         totals[output].add_sequence(records, labels, tracked)
+        if not tracked:  # time the tracker alone on these detections
+          camera = json.loads(video.with_suffix(".json").read_text())["camera_data"]["intrinsics"]
+          camera_k = geometry.camera_matrix(camera["fx"], camera["fy"], camera["cx"], camera["cy"])
+          tracker_seconds += _tracker_seconds(config, records, camera_k, 30.0, (256, 256, 3))
+          frames += len(records)
+          detections += sum(len(record["objects"]) for record in records)
     rows += [(name, output, score.figures()) for output, score in scores.items()]
   rows += [("all", output, score.figures()) for output, score in totals.items()]
   _print_table(rows)
@@ -163,6 +185,9 @@ def bench_sequences(args, work):
         f"{tracked['translation_rms_mm'] / per_frame['translation_rms_mm']:.2f}, rotation jitter RMS "
         f"{tracked['rotation_rms_deg'] / per_frame['rotation_rms_deg']:.2f}; AP@0.5 {per_frame['ap']:.3f} -> "
         f"{tracked['ap']:.3f}")
+  print(f"tracker alone (association + filters, one core's share): {1000 * tracker_seconds / frames:.2f} ms per "
+        f"frame, {1000 * tracker_seconds / max(detections, 1):.2f} ms per detection ({frames} frames, "
+        f"{detections} detections)")
   return rows
 
 
