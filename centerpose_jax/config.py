@@ -409,6 +409,14 @@ def _check_evaluate(problems, config):
 def _check_infer(problems, config):
   _existing_path(problems, config, "dataset.inference_data", "image folder, image or video to run on")
   _check_model_source(problems, config, "inference")
+  for name in ("min_hits", "outlier_frames", "keypoint_noise", "scale_noise", "translation_acceleration", "rotation_acceleration",
+               "scale_acceleration"):
+    _positive(problems, config, f"inference.tracking.{name}")
+  for name in ("max_age", "pose_weight", "outlier_gate"):
+    _positive(problems, config, f"inference.tracking.{name}", allow_zero=True)
+  min_iou = config.inference.tracking.min_iou
+  if not isinstance(min_iou, (int, float)) or not 0.0 <= min_iou < 1.0:
+    problems.append(f"inference.tracking.min_iou: got {min_iou!r}, expected a number in [0, 1)")
 
 
 def _check_export(problems, config):

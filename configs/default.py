@@ -169,7 +169,26 @@ def _inference() -> config_dict.ConfigDict:
   i.object_height = 0.0  # ours: the object's real height in metres; > 0 makes location / keypoints_3d metric
   i.pnp_keypoints = "displacement"  # ours: PnP points; "displacement+heatmap" = 16 points as NVlabs
   i.onnx_file = ""  # ours: run an exported ONNX with onnxruntime instead of the JAX model
+  i.tracking = _tracking()
   return i
+
+
+def _tracking() -> config_dict.ConfigDict:
+  """Ours: tracks and filtered poses on video input (centerpose_jax/inference/tracking.py)."""
+  t = config_dict.ConfigDict()
+  t.enabled = True  # video input only; image folders are always per image
+  t.max_age = 10  # frames without a detection before a confirmed track is dropped
+  t.min_hits = 3  # consecutive detections that confirm a track
+  t.min_iou = 0.1  # smallest 2D cuboid IoU of a track-detection pair
+  t.pose_weight = 1.0  # weight of the pose distance in the association cost
+  t.outlier_gate = 50.0  # squared Mahalanobis distance (6 dof) above which a pose is an outlier; 0 disables
+  t.outlier_frames = 10  # consecutive agreeing outliers that restart a track's filter
+  t.keypoint_noise = 2.0  # keypoint standard deviation, output-grid cells
+  t.scale_noise = 0.05  # relative-scale standard deviation per frame
+  t.translation_acceleration = 2.0  # relative-scale units / s^2
+  t.rotation_acceleration = 1.0  # rad / s^2
+  t.scale_acceleration = 0.1  # relative-scale units / s^2
+  return t
 
 
 def _export() -> config_dict.ConfigDict:

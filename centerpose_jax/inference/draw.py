@@ -70,12 +70,23 @@ def _units_per_relative_scale(points_3d, relative_scale) -> float:
   return float(height / relative_scale[1]) if relative_scale[1] else 1.0
 
 
+def _draw_track_id(image, bbox, track_id):
+  """"id N" in white on a black box just above the 2D box's top-left corner (inside the image)."""
+  x, y = (int(v) for v in _pixels(np.reshape(bbox, (2, 2)))[0])
+  text = f"id {track_id}"
+  (text_width, text_height), _ = cv2.getTextSize(text, _FONT, 0.6, 2)
+  top = max(y - text_height - 8, 0)
+  cv2.rectangle(image, (x, top), (x + text_width + 4, top + text_height + 8), BLACK, -1)
+  cv2.putText(image, text, (x + 2, top + text_height + 4), _FONT, 0.6, WHITE, thickness=2, lineType=cv2.LINE_AA)
+
+
 def draw_detections(image_bgr, detections, camera_matrix=None, *, axis_size=0.5, opencv=True) -> np.ndarray:
   """A copy of the image with each detection drawn as TAO's inference visualisation.
 
-  Per detection with a pose: point indices, cuboid edges, object axes and the relative-scale label. A detection
-  without a pose (`inference.use_pnp=False`) gets its 2D cuboid from the regressed corner keypoints (centre
-  first: the mean of the 8 corners) and the label.
+  Per detection with a pose: point indices, cuboid edges, object axes and the relative-scale label, and
+  "id N" above the 2D box when the detection has a `track_id` (`tracking.TrackedObject.as_detection`). A
+  detection without a pose (`inference.use_pnp=False`) gets its 2D cuboid from the regressed corner keypoints
+  (centre first: the mean of the 8 corners) and the label.
 
   Args:
     image_bgr: [H, W, 3] uint8 BGR image (the original image, not the letterboxed input).
@@ -104,4 +115,6 @@ def draw_detections(image_bgr, detections, camera_matrix=None, *, axis_size=0.5,
     _draw_cuboid(image, detection["projected_keypoints_2d"])
     _draw_axes(image, points_3d_cv, np.asarray(camera_matrix, dtype=np.float64), axis_length)
     _draw_relative_scale(image, detection["bbox"], detection["relative_scale"])
+    if "track_id" in detection:
+      _draw_track_id(image, detection["bbox"], detection["track_id"])
   return image

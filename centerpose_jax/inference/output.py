@@ -55,6 +55,28 @@ def prediction_record(image_name, detections, *, camera=None, opencv=True, metri
           "pose_frame": POSE_FRAMES[bool(opencv)], "pose_unit": POSE_UNITS[bool(metric)]}
 
 
+# The filtered pose of a tracked object (`tracking.TrackedObject.filtered`).
+_FILTERED_KEYS = ("location", "quaternion_xyzw", "relative_scale", "keypoints_3d", "projected_keypoints_2d")
+
+
+def tracked_record(image_name, tracked, **record_options) -> dict:
+  """The output JSON of one video frame with tracking: `prediction_record` (with `record_options`) of the
+  tracks' raw detections (each pose is the frame's own PnP pose), each object with `track_id` and `filtered`
+  {`location` [3], `quaternion_xyzw` [4], `relative_scale` [3], `keypoints_3d` [9, 3], `projected_keypoints_2d`
+  [9, 2] px}: the track's filtered pose, in the same frame and unit.
+
+  Args:
+    image_name: a name for the frame.
+    tracked: `tracking.Tracker.update` output (`TrackedObject`s).
+    **record_options: `camera`, `opencv`, `metric` of `prediction_record`.
+  """
+  record = prediction_record(image_name, [t.detection for t in tracked], **record_options)
+  for obj, t in zip(record["objects"], tracked):
+    obj["track_id"] = t.track_id
+    obj["filtered"] = {key: _plain(t.filtered[key]) for key in _FILTERED_KEYS}
+  return record
+
+
 def write_prediction_json(path, image_name, detections, **record_options) -> None:
   """Writes `prediction_record(image_name, detections, **record_options)` to `path` with sorted keys and
   indent 4 (TAO)."""

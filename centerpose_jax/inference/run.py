@@ -3,7 +3,9 @@
 For each image `results_dir/inference/` receives, with `inference.save_json`, `<stem>.json` (TAO's per-image
 JSON plus `score` and `bbox`, the camera used, and the frame and unit of the poses: `output.prediction_record`)
 and, with `inference.save_visualization`, `<stem>.jpg` with the cuboids drawn. A video gives an annotated
-`<stem>.mp4` and one `<stem>.jsonl` (a JSON record per frame), under the same two options.
+`<stem>.mp4` and one `<stem>.jsonl` (a JSON record per frame), under the same two options; with
+`inference.tracking.enabled` (and `use_pnp`) its objects are the confirmed tracks, each with its `track_id` and
+filtered pose (`output.tracked_record`), and the video shows the filtered poses with their ids.
 
 Cameras (`camera.camera_for_image`): a JSON with `camera_data.intrinsics` beside an input wins; otherwise the
 config's intrinsics (default: TAO's example camera). The first use of each source is printed, and a configured
@@ -27,8 +29,10 @@ from centerpose_jax import config as config_lib
 from centerpose_jax import errors
 from centerpose_jax.data import augment
 from centerpose_jax.inference import camera as camera_lib
+from centerpose_jax.inference import tracking
 from centerpose_jax.inference.draw import draw_detections
 from centerpose_jax.inference.output import prediction_record
+from centerpose_jax.inference.output import tracked_record
 from centerpose_jax.inference.postprocess import postprocess_detections
 from centerpose_jax.inference.predictor import create_predictor
 
@@ -108,9 +112,13 @@ class _Session:
     self.detections += sum(len(r) for r in results)
     return results
 
+  def record_options(self, camera) -> dict:
+    """The options of `output.prediction_record` for an input with `camera`."""
+    return {"camera": camera, "opencv": self.settings.opencv, "metric": self.metric}
+
   def record(self, name, detections, camera) -> dict:
     """The output JSON of one image or frame (`output.prediction_record`)."""
-    return prediction_record(name, detections, camera=camera, opencv=self.settings.opencv, metric=self.metric)
+    return prediction_record(name, detections, **self.record_options(camera))
 
   def draw(self, frame_bgr, detections, camera):
     return draw_detections(frame_bgr, detections, None if camera is None else camera.matrix,
@@ -175,7 +183,10 @@ def _run_video(session: _Session, video: pathlib.Path, out: pathlib.Path):
   size = (int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
   capture.release()
   camera = session.cameras.for_input(video, *size)
-  writer = None
+  writer = tracker = None
+  tracked_video = settings.tracking.enabled and settings.use_pnp
+  if settings.tracking.enabled and not settings.use_pnp:
+    logging.warning("inference.tracking needs poses (inference.use_pnp); %s is processed frame by frame", video)
   frames = _video_frames(video)
   with contextlib.ExitStack() as stack:
     records = stack.enter_context(open(out / f"{video.stem}.jsonl", "w")) if settings.save_json else None
@@ -185,8 +196,15 @@ def _run_video(session: _Session, video: pathlib.Path, out: pathlib.Path):
       if not batch:
         break
       for (index, frame), detections in zip(batch, session.detect([f for _, f in batch], [camera] * len(batch))):
+        name = f"{video.name}#{index:06d}"
+        if tracker is None and tracked_video:
+          tracker = tracking.Tracker.for_video(session.config, camera.matrix, fps, frame.shape)
+        if tracker is not None:
+          tracked = tracker.update(index, detections)
+          detections = [t.as_detection() for t in tracked]
         if records is not None:
-          record = session.record(f"{video.name}#{index:06d}", detections, camera)
+          record = (session.record(name, detections, camera) if tracker is None else
+                    tracked_record(name, tracked, **session.record_options(camera)))
           record["frame"] = index
           records.write(json.dumps(record, sort_keys=True) + "\n")
         if settings.save_visualization:

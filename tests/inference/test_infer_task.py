@@ -200,8 +200,8 @@ def test_without_pnp_no_camera_is_needed_and_the_2d_cuboids_are_drawn(onnx_file,
     assert cv2.imread(str(out / f"{name[:-len('.json')]}.jpg")).shape == (IMAGE_H, IMAGE_W, 3)
 
 
-def test_infer_on_a_video_writes_jsonl_records_and_an_annotated_video(onnx_file, checkpoint, frames_dir,
-                                                                      tmp_path):
+def _video_config(onnx_file, checkpoint, frames_dir, tmp_path):
+  """The config of a run over a video of VIDEO_FRAMES copies of one real frame."""
   frame = cv2.imread(str(frames_dir / "chair_00000.png"), cv2.IMREAD_COLOR)
   video = tmp_path / "clip.mp4"
   writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (IMAGE_W, IMAGE_H))
@@ -210,18 +210,69 @@ def test_infer_on_a_video_writes_jsonl_records_and_an_annotated_video(onnx_file,
   writer.release()
   config = small_config(checkpoint, video, tmp_path / "results")
   config.inference.onnx_file = onnx_file  # the video path does not depend on the predictor; ONNX needs no compile
+  return config
+
+
+def _video_outputs(out):
+  """(JSONL records of clip.mp4, frames of the annotated clip.mp4) in `out`."""
+  records = [json.loads(line) for line in (out / "clip.jsonl").read_text().splitlines()]
+  annotated = cv2.VideoCapture(str(out / "clip.mp4"))
+  frames = []
+  while True:
+    ok, frame = annotated.read()
+    if not ok:
+      break
+    frames.append(frame)
+  annotated.release()
+  return records, frames
+
+
+def test_infer_on_a_video_writes_jsonl_records_and_an_annotated_video(onnx_file, checkpoint, frames_dir,
+                                                                      tmp_path):
+  config = _video_config(onnx_file, checkpoint, frames_dir, tmp_path)
+  config.inference.tracking.enabled = False
 
   summary, out = _infer(config)
 
-  records = [json.loads(line) for line in (out / "clip.jsonl").read_text().splitlines()]
+  records, frames = _video_outputs(out)
   assert [record.pop("frame") for record in records] == list(range(VIDEO_FRAMES))
   detections = sum(_check_record(record, f"clip.mp4#{i:06d}") for i, record in enumerate(records))
   assert (summary["images"], summary["detections"]) == (VIDEO_FRAMES, detections)
-  annotated = cv2.VideoCapture(str(out / "clip.mp4"))
-  assert int(annotated.get(cv2.CAP_PROP_FRAME_COUNT)) == VIDEO_FRAMES
-  ok, first = annotated.read()
-  annotated.release()
-  assert ok and first.shape == (IMAGE_H, IMAGE_W, 3)
+  assert len(frames) == VIDEO_FRAMES and frames[0].shape == (IMAGE_H, IMAGE_W, 3)
+
+
+def test_infer_on_a_video_with_tracking_writes_tracks_with_raw_and_filtered_poses(onnx_file, checkpoint,
+                                                                                  frames_dir, tmp_path):
+  """Tracking is on by default for video. All three frames are within the video's first min_hits frames, so
+  every detection is reported with a track; the frames are copies of one image (up to the mp4 coding), so
+  tracks carry on from frame to frame, and a track's filtered pose starts at its first detection's."""
+  config = _video_config(onnx_file, checkpoint, frames_dir, tmp_path)
+
+  summary, out = _infer(config)
+
+  records, frames = _video_outputs(out)
+  assert [record.pop("frame") for record in records] == list(range(VIDEO_FRAMES))
+  ids_per_frame, reported = [], 0
+  for record in records:
+    assert record["image_name"].startswith("clip.mp4#")
+    ids = []
+    for obj in record["objects"]:
+      filtered = obj.pop("filtered")
+      ids.append(obj.pop("track_id"))
+      assert {key: np.shape(value) for key, value in obj.items()} == OBJECT_SHAPES  # the raw detection
+      assert {key: np.shape(value) for key, value in filtered.items()} == {
+          key: OBJECT_SHAPES[key] for key in ("location", "quaternion_xyzw", "relative_scale", "keypoints_3d",
+                                              "projected_keypoints_2d")}
+      if not any(ids[-1] in earlier for earlier in ids_per_frame):  # a new track: filtered = raw
+        np.testing.assert_allclose(filtered["keypoints_3d"], obj["keypoints_3d"], atol=1e-6)
+        np.testing.assert_allclose(filtered["projected_keypoints_2d"][1:], obj["projected_keypoints_2d"][1:],
+                                   atol=1e-3)
+    assert ids == sorted(set(ids))  # one object per track, in track order
+    ids_per_frame.append(set(ids))
+    reported += len(ids)
+  assert reported == summary["detections"] > 0
+  assert ids_per_frame[0] & ids_per_frame[1] & ids_per_frame[2]  # tracks that last the whole video
+  assert len(frames) == VIDEO_FRAMES and frames[0].shape == (IMAGE_H, IMAGE_W, 3)
 
   config.inference.save_json = False  # honoured for video too
   config.results_dir = str(tmp_path / "no_json")
