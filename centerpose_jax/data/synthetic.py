@@ -483,7 +483,7 @@ def render_sequence_frame(plan, category, width, height, frame, rng):
   instances, world_to_camera = plan.instances[frame], plan.world_to_camera[frame]
   image, visibility = synthetic_render.render(width, height, plan.camera_k, world_to_camera, instances,
                                               plan.style, rng)
-  return image, _annotation(category, instances, visibility, plan.camera_k, world_to_camera, width, height)
+  return image, frame_annotation(category, instances, visibility, plan.camera_k, world_to_camera, width, height)
 
 
 class _SequenceKey(typing.NamedTuple):
