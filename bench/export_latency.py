@@ -27,8 +27,9 @@ import numpy as np  # noqa: E402
 import orbax.checkpoint as ocp  # noqa: E402
 
 from centerpose_jax.convert import pytorch  # noqa: E402
-from centerpose_jax.export import task  # noqa: E402
-from centerpose_jax.export.runtime import OnnxPredictor  # noqa: E402
+from centerpose_jax.inference.predict import predict_fn  # noqa: E402
+from centerpose_jax.tasks import export as export_task  # noqa: E402
+from centerpose_jax.inference.onnx_predictor import OnnxPredictor  # noqa: E402
 from centerpose_jax.models import create_model  # noqa: E402
 from configs import default  # noqa: E402
 from tests.models import weight_rule  # noqa: E402
@@ -59,13 +60,13 @@ def bench_backbone(backbone: str, size: int, opset: int, repeats: int, folder: p
   config.export.input_height = config.export.input_width = size
   config.export.opset_version = opset
   start = time.perf_counter()
-  result = task.run_export(config)
+  result = export_task.run(config)
   total_s = time.perf_counter() - start
 
   image = np.random.default_rng(0).standard_normal((1, size, size, 3)).astype(np.float32)
   predictor = OnnxPredictor(result.path, providers=["CPUExecutionProvider"])
   onnx_s = median_seconds(lambda: predictor(image), repeats)
-  apply_fn = task.centerpose_apply_fn(create_model(config), config.export.num_select)
+  apply_fn = predict_fn(create_model(config), config.export.num_select)
   forward = jax.jit(apply_fn)
   jax_s = median_seconds(lambda: jax.block_until_ready(forward(variables, image)), repeats)
   return {"export s": result.export_seconds, "export+verify s": total_s, "MiB": result.file_bytes / 2**20,

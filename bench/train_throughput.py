@@ -55,7 +55,7 @@ def build_step(arch: str, res: int, batch: int, precision: str, width_multiplier
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from configs import default  # pylint: disable=g-import-not-at-top
-  from centerpose_jax.data import loader  # pylint: disable=g-import-not-at-top
+  from centerpose_jax import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
   from centerpose_jax.models import create_model  # pylint: disable=g-import-not-at-top
   from centerpose_jax.training import losses, optim, precision as precision_lib  # pylint: disable=g-multiple-import
   from centerpose_jax.training import state as state_lib, step as step_lib  # pylint: disable=g-multiple-import
@@ -67,17 +67,17 @@ def build_step(arch: str, res: int, batch: int, precision: str, width_multiplier
     config.model.head_conv = head_conv
   config.train.precision = precision
   model = create_model(config, dtype=precision_lib.compute_dtype(precision))
-  mesh = step_lib.create_mesh(jax.devices()[:1])
+  mesh = mesh_lib.create_mesh(jax.devices()[:1])
   optimizer = optim.create_optimizer(config.train, batches_per_epoch=1000)
   start = time.perf_counter()
   variables = state_lib.init_variables(model, jax.random.key(0, impl="rbg"), (1, res, res, 3))
   state = state_lib.create_train_state(variables, optimizer, jax.random.PRNGKey(1), precision,
-                                       step_lib.replicated_sharding(mesh))
+                                       mesh_lib.replicated_sharding(mesh))
   jax.block_until_ready(state)
   init_seconds = time.perf_counter() - start
   train_step = step_lib.make_train_step(model, optimizer, losses.loss_weights(config.train.loss_config),
                                         precision, mesh)
-  arrays = loader.shard_batch(_batch(res, batch, np.random.default_rng(0)), mesh)
+  arrays = mesh_lib.shard_batch(_batch(res, batch, np.random.default_rng(0)), mesh)
   return train_step, state, arrays, init_seconds
 
 

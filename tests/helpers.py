@@ -9,7 +9,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from centerpose_jax.data import transforms
-from centerpose_jax.training import checkpoint as checkpoint_lib
+from centerpose_jax import checkpoint as checkpoint_lib
 
 
 def random_variables(model, input_shape, seed: int = 0) -> dict:

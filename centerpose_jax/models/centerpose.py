@@ -18,9 +18,9 @@ from centerpose_jax.models import convgru
 from centerpose_jax.models import dla
 from centerpose_jax.models import heads as heads_lib
 from centerpose_jax.models import neck
+from centerpose_jax.models import registry
+from centerpose_jax.models import tiny
 
-DLA_ARCHS = ("DLA34",)
-FAN_ARCHS = ("fan_small", "fan_base", "fan_large")
 FAN_NECK_CHANNELS = 128  # TAO hard-codes the FAN neck, GRU and head input width.
 INPUT_DIVISOR = 32  # H and W must be multiples of the deepest stride.
 
@@ -29,7 +29,7 @@ class CenterPose(nn.Module):
   """CenterPose with TAO's structure; call as model.apply(variables, x, train=...).
 
   Attributes:
-    model_type: "DLA34", "fan_small", "fan_base" or "fan_large".
+    model_type: a backbone of the DLA or FAN family of `registry.BACKBONES` ("DLA34", "fan_small", ...).
     head_conv: hidden channels of each head (TAO 256; <= 0 makes each head a single conv).
     final_kernel: kernel size of the heads' last conv.
     use_convGRU: run the ConvGRU between neck and heads (TAO default True; also enables the heads'
@@ -103,12 +103,13 @@ class CenterPose(nn.Module):
     if x.shape[1] % INPUT_DIVISOR or x.shape[2] % INPUT_DIVISOR:
       raise ValueError(f"input height and width must be multiples of {INPUT_DIVISOR}, got {x.shape[1:3]}")
     x = x.astype(self.dtype)
-    if self.model_type in DLA_ARCHS:
+    family = registry.backbone(self.model_type).family
+    if family == registry.DLA:
       features = self._dla_features(x, train)
-    elif self.model_type in FAN_ARCHS:
+    elif family == registry.FAN:
       features = self._fan_features(x, train)
     else:
-      raise ValueError(f"unknown backbone {self.model_type!r}; expected one of {DLA_ARCHS + FAN_ARCHS}")
+      raise ValueError(f"{self.model_type!r} is not a CenterPose backbone (use `create_model`)")
 
     if self.use_convGRU:
       states = convgru.ConvGRU(features.shape[-1], self.dtype, name="convGRU")(features)
@@ -128,8 +129,9 @@ class CenterPose(nn.Module):
     return outputs
 
 
-def create_model(config, *, dtype: Any = jnp.float32, use_grouped_conv: Optional[bool] = None) -> CenterPose:
-  """The CenterPose model described by `config.model` (backbone by `model.backbone.model_type`).
+def create_model(config, *, dtype: Any = jnp.float32, use_grouped_conv: Optional[bool] = None) -> nn.Module:
+  """The CenterPose model described by `config.model` (backbone by `model.backbone.model_type`, one of
+  `registry.BACKBONES`; the test backbone `registry.TINY` gives `tiny.TinyCenterPose`).
 
   Args:
     config: the whole config (configs/default.py) or its `model` section.
@@ -137,6 +139,8 @@ def create_model(config, *, dtype: Any = jnp.float32, use_grouped_conv: Optional
     use_grouped_conv: force the grouped-conv formulation of the up layers (True for ONNX export).
   """
   model_config = config.model if "model" in config else config
+  if registry.backbone(model_config.backbone.model_type).family == registry.TEST:
+    return tiny.TinyCenterPose(dtype=dtype)
   return CenterPose(
       model_type=model_config.backbone.model_type,
       head_conv=model_config.head_conv,

@@ -8,7 +8,7 @@ from flax import traverse_util
 from centerpose_jax.convert import pth_reader
 from centerpose_jax.convert import pytorch
 from centerpose_jax.models import create_model
-from centerpose_jax.training import checkpoint as checkpoint_lib
+from centerpose_jax import checkpoint as checkpoint_lib
 from configs import default
 from helpers import random_variables
 from helpers import save_checkpoint

@@ -1,4 +1,4 @@
-"""Tests of export.py's library side (centerpose_jax/export/task.py) on the real CenterPose network.
+"""Tests of export.py's library side (centerpose_jax/tasks/export.py) on the real CenterPose network.
 
 DLA34 with TAO's structure (all levels, DLAUp/IDAUp, ConvGRU, seven heads, decoder) at a quarter of its
 width, random weights, exported by `run_export` from a checkpoint folder at a non-square 96x128 input.
@@ -14,13 +14,13 @@ import numpy as np
 import onnx
 import pytest
 
-from centerpose_jax.export import onnx as onnx_export
-from centerpose_jax.export import run_export
-from centerpose_jax.export import task
+from centerpose_jax.export import onnx_export
+from centerpose_jax.tasks.export import run as run_export
+from centerpose_jax.tasks import export as task
 from centerpose_jax.inference.predictor import JaxPredictor
 from centerpose_jax.inference.predictor import create_predictor
 from centerpose_jax.models import create_model
-from centerpose_jax.training import checkpoint as checkpoint_lib
+from centerpose_jax import checkpoint as checkpoint_lib
 from configs import default
 from helpers import random_variables
 from helpers import save_checkpoint

@@ -16,7 +16,7 @@ import pytest
 from jax2onnx import to_onnx
 
 from centerpose_jax import encryption
-from centerpose_jax.export import onnx as onnx_export
+from centerpose_jax.export import onnx_export
 from centerpose_jax.models import layers
 from configs import default
 

@@ -20,8 +20,8 @@ import time
 import jax.numpy as jnp
 
 from centerpose_jax import models
-from centerpose_jax.training import checkpoint
-from centerpose_jax.training import loop
+from centerpose_jax import checkpoint
+from centerpose_jax.tasks import train as train_task
 from centerpose_jax.training import step as step_lib
 from standin import TinyCenterPose
 from standin import tiny_config
@@ -66,7 +66,7 @@ def main():
   step_lib.make_train_step = _instrumented(step_lib.make_train_step, int(os.environ.get("KILL_AT_STEP", 0)),
                                            int(os.environ.get("NAN_AT_STEP", 0)),
                                            int(os.environ.get("GROW_FROM_STEP", 0)), checkpoint.train_dir(config))
-  summary = loop.train_and_evaluate(config)
+  summary = train_task.run(config)
   print(json.dumps(summary, default=str))
 
 

@@ -1,4 +1,4 @@
-"""The training loop: `train_and_evaluate(config)`, called by train.py after the config has been validated.
+"""train.py's task, the training loop: `run(config)`, called by train.py after the config has been validated.
 
   check every label and image of train_data / val_data (stop with the list, or skip with dataset.skip_invalid)
   state <- newest readable checkpoint in the training folder (damaged ones set aside as <step>.damaged)
@@ -30,23 +30,25 @@ import jax
 import numpy as np
 import tqdm
 
+from centerpose_jax import checkpoint as checkpoint_lib
 from centerpose_jax import config as config_lib
 from centerpose_jax import errors
+from centerpose_jax import mesh as mesh_lib
 from centerpose_jax import models
 from centerpose_jax.convert import pretrained
 from centerpose_jax.convert import pytorch
 from centerpose_jax.data import loader
 from centerpose_jax.evaluation import Evaluator
-from centerpose_jax.evaluation import run as evaluation_run
+from centerpose_jax.evaluation.scoring import score_batch
 from centerpose_jax.inference import draw_detections
+from centerpose_jax.inference.predictor import JaxPredictor
 from centerpose_jax.models import architecture as architecture_lib
-from centerpose_jax.training import checkpoint as checkpoint_lib
 from centerpose_jax.training import distributed
 from centerpose_jax.training import divergence as divergence_lib
-from centerpose_jax.training import logging as log_lib
 from centerpose_jax.training import losses
 from centerpose_jax.training import optim
 from centerpose_jax.training import precision as precision_lib
+from centerpose_jax.training import reporting
 from centerpose_jax.training import state as state_lib
 from centerpose_jax.training import step as step_lib
 
@@ -56,13 +58,6 @@ VALIDATION_IMAGES = 4  # validation frames drawn into TensorBoard
 class TrainingDivergedError(errors.CenterPoseError, RuntimeError):
   """The loss became NaN or infinite (fp32/bf16), or diverged with `train.stop_on_divergence`; the run
   stopped without saving a checkpoint."""
-
-
-def training_devices(config) -> List[jax.Device]:
-  """The mesh devices: `train.num_gpus`/`gpu_ids` of this host, or every device of a multi-process job."""
-  if jax.process_count() > 1:
-    return jax.devices()
-  return config_lib.select_devices(config.train, "train")
 
 
 def pretrained_backbone_source(config):
@@ -84,7 +79,7 @@ def _run_seed(config) -> int:
 
 
 class _Trainer:
-  """Holds what the epochs share; see `train_and_evaluate`."""
+  """Holds what the epochs share; see `run`."""
 
   def __init__(self, config, workdir):
     self.config = config
@@ -92,9 +87,9 @@ class _Trainer:
     self.is_main = jax.process_index() == 0
     self.dry_run = bool(config.train.is_dry_run)
     self.precision = config.train.precision
-    self.devices = training_devices(config)
-    self.mesh = step_lib.create_mesh(self.devices)
-    self.replicated = step_lib.replicated_sharding(self.mesh)
+    self.devices = mesh_lib.task_devices(config, "train")
+    self.mesh = mesh_lib.create_mesh(self.devices)
+    self.replicated = mesh_lib.replicated_sharding(self.mesh)
     self.num_local_devices = len([d for d in self.devices if d.process_index == jax.process_index()])
 
     train_check = loader.check_dataset(loader.open_source(config.dataset.train_data), config.dataset)
@@ -124,7 +119,7 @@ class _Trainer:
     self.saved_steps: List[int] = []  # checkpoints written by this run
     weights = losses.loss_weights(config.train.loss_config, config.dataset)
     self.train_step = step_lib.make_train_step(self.model, self.optimizer, weights, self.precision, self.mesh)
-    self.predict_step = None  # compiled at the first validation
+    self.predictor: Optional[JaxPredictor] = None  # compiled at the first validation
     width, height = config_lib.input_size(config.dataset)
     self.input_shape = (1, height, width, 3)
 
@@ -218,7 +213,7 @@ class _Trainer:
       if self.config.model.use_pretrained:
         source = pretrained_backbone_source(self.config)
         loaded = pytorch.load_pretrained_backbone(
-            step_lib.to_host(variables), checkpoint_lib.load_state_dict(source, self.config.encryption_key),
+            mesh_lib.to_host(variables), checkpoint_lib.load_state_dict(source, self.config.encryption_key),
             self.config.model.backbone.model_type)
         variables = loaded.variables
         description += f", ImageNet backbone from {source} ({len(loaded.used_keys)} tensors)"
@@ -226,14 +221,14 @@ class _Trainer:
 
   # ---------------------------------------------------------------------------------------------- epochs
 
-  def train_epoch(self, state, epoch: int, data_state: Optional[dict], log: log_lib.TrainingLog):
+  def train_epoch(self, state, epoch: int, data_state: Optional[dict], log: reporting.TrainingLog):
     """Runs one epoch (one batch when dry-running), from `data_state` if given.
 
     Returns (state, mean loss of the batches run, samples/s after the first step, the iterator's final state).
     """
     iterator = self.train_loader.epoch(epoch, state=data_state)
     total = 1 if self.dry_run else len(iterator)
-    done = 0 if data_state is None else int(step_lib.to_host(state.step)) - epoch * self.steps_per_epoch
+    done = 0 if data_state is None else int(mesh_lib.to_host(state.step)) - epoch * self.steps_per_epoch
     losses_seen: List[float] = []
     pending = None  # the previous step's metrics: read after the next step is dispatched
     started, timed_steps = None, 0
@@ -244,7 +239,7 @@ class _Trainer:
         if done >= total:
           break
         step_before = epoch * self.steps_per_epoch + done
-        state, metrics = self.train_step(state, loader.shard_batch(batch, self.mesh))
+        state, metrics = self.train_step(state, mesh_lib.shard_batch(batch, self.mesh))
         if pending is not None:
           self._report_step(pending, losses_seen, log, bar, started, timed_steps)
         pending = (step_before, metrics)
@@ -269,7 +264,7 @@ class _Trainer:
   def _report_step(self, pending, losses_seen, log, bar, started, timed_steps):
     """Reads one step's metrics (a device sync), stops on a non-finite fp32/bf16 loss, logs and updates the bar."""
     step, metrics = pending
-    values = {name: float(value) for name, value in step_lib.to_host(metrics).items()}
+    values = {name: float(value) for name, value in mesh_lib.to_host(metrics).items()}
     loss = values["loss"]
     if not math.isfinite(loss) and self.precision != "fp16":
       raise TrainingDivergedError(
@@ -291,7 +286,7 @@ class _Trainer:
     bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.3g}", samples_per_s=f"{speed:.2f}", refresh=False)
     bar.update(1)
 
-  def _on_divergence(self, diverged: divergence_lib.Divergence, log: log_lib.TrainingLog) -> None:
+  def _on_divergence(self, diverged: divergence_lib.Divergence, log: reporting.TrainingLog) -> None:
     """Stops the run (`train.stop_on_divergence`) or warns, naming the checkpoints written before the onset."""
     good = [step for step in self.saved_steps if step < diverged.onset]
     after = [step for step in self.saved_steps if step >= diverged.onset]
@@ -309,21 +304,20 @@ class _Trainer:
 
   # ---------------------------------------------------------------------------------------------- validation
 
-  def validate(self, state, step: int, log: log_lib.TrainingLog) -> Dict[str, float]:
+  def validate(self, state, step: int, log: reporting.TrainingLog) -> Dict[str, float]:
     """val_3DIoU and val_2DMPE of the current weights on dataset.val_data (every process runs all frames)."""
     config = self.config
-    if self.predict_step is None:
-      self.predict_step = step_lib.make_predict_step(self.model, self.mesh, config.inference.num_select)
+    if self.predictor is None:
+      self.predictor = JaxPredictor(self.model, state.variables(), batch_size=self.global_batch,
+                                    num_select=config.inference.num_select, mesh=self.mesh)
+    predictor = self.predictor.with_variables(state.variables())
     evaluator = Evaluator.from_config(config)
-    variables = state.variables()
     drawn = []
     batches = loader.iterate_eval_batches(self.val_source, config.dataset, batch_size=self.global_batch,
                                           with_targets=False, shard_index=0, shard_count=1)
     for batch_index, batch in enumerate(tqdm.tqdm(batches, desc="validation", unit="batch",
                                                   disable=not self.is_main, leave=False)):
-      inputs = step_lib.global_batch_from_full_copy(batch["input"], self.mesh)
-      decoded = step_lib.to_host(self.predict_step(variables, inputs))
-      detections = evaluation_run.score_batch(evaluator, decoded, batch, config)
+      detections = score_batch(evaluator, predictor(batch["input"]), batch, config)
       for i, image_detections in enumerate(detections):
         if self.is_main and batch["sample_weight"][i] and len(drawn) < VALIDATION_IMAGES:
           drawn.append(self._draw(batch["image_path"][i], image_detections, batch["camera_k"][i]))
@@ -343,7 +337,7 @@ class _Trainer:
                            opencv=self.config.evaluate.opencv)
 
 
-def train_and_evaluate(config, workdir: Optional[str] = None) -> dict:
+def run(config, workdir: Optional[str] = None) -> dict:
   """Trains (or resumes training of) the configured model; see the module docstring.
 
   Args:
@@ -375,8 +369,8 @@ def train_and_evaluate(config, workdir: Optional[str] = None) -> dict:
       encryption_key=config.encryption_key)
   start = time.perf_counter()
   state, epoch, data_state, origin = trainer.initial_state(manager)
-  step = int(step_lib.to_host(state.step))
-  log = log_lib.TrainingLog(workdir, enabled=trainer.is_main and not trainer.dry_run,
+  step = int(mesh_lib.to_host(state.step))
+  log = reporting.TrainingLog(workdir, enabled=trainer.is_main and not trainer.dry_run,
                             purge_step=step + 1 if step else None)
   if trainer.is_main:
     print(f"training {config.model.backbone.model_type} on {len(trainer.devices)} device(s), global batch "
@@ -391,7 +385,7 @@ def train_and_evaluate(config, workdir: Optional[str] = None) -> dict:
       state, train_loss, speed, iterator_state = trainer.train_epoch(state, epoch, data_state, log)
       data_state = None
       epoch += 1
-      step = int(step_lib.to_host(state.step))
+      step = int(mesh_lib.to_host(state.step))
       trainer.data_counts["unreadable_samples"] += int(iterator_state["failed_samples"])
       kpi = {"train_loss": train_loss}
       # As Lightning's check_val_every_n_epoch: epochs that are multiples of the interval.
@@ -422,9 +416,9 @@ def train_and_evaluate(config, workdir: Optional[str] = None) -> dict:
       manager.close()
     log.close()
 
-  variables = step_lib.to_host(state.variables())
+  variables = mesh_lib.to_host(state.variables())
   summary.update(epochs=epoch, steps=step, train_loss=train_loss, samples_per_second=speed,
-                 skipped_steps=int(step_lib.to_host(state.skipped_steps)), seconds=time.perf_counter() - start,
+                 skipped_steps=int(mesh_lib.to_host(state.skipped_steps)), seconds=time.perf_counter() - start,
                  fingerprint=checkpoint_lib.fingerprint(variables), diverged_at=[d.step for d in trainer.divergences],
                  **trainer.data_counts, **val_metrics)
   if manager is not None and manager.latest_step() is not None:
