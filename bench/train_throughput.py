@@ -7,8 +7,8 @@ memory, for DLA34 and fan_small at 512x512 batch 2 and 256x256 batch 8, in fp32 
       --width-multiplier 0.25 --head-conv 64                      # the demo's model
 
 Each configuration runs in its own process (so its peak memory is its own) on the default JAX backend, with
-one device and random targets in the loader's layout (one object per sample). The jitted step is
-`training.step.make_train_step` (the one training uses); the first call is timed as compile time (lowering +
+one device and random targets in the loader's layout (one object per sample). The step is the one training
+runs, wired by `training.setup.setup`; the first call is timed as compile time (lowering +
 XLA compile + one step), the next `--steps` calls as steady state. Peak memory: the accelerator's
 `peak_bytes_in_use` when it reports one, else the process's peak resident set size (CPU).
 """
@@ -49,36 +49,30 @@ def build_step(arch: str, res: int, batch: int, precision: str, width_multiplier
   """The jitted training step of one configuration, its initial state and a random batch (one device).
 
   Returns:
-    (train_step, state, arrays, init_seconds): `training.step.make_train_step`'s function, the train state,
+    (train_step, state, arrays, init_seconds): `training.setup.setup`'s step (the one training runs), the train state,
     the sharded batch and the seconds spent initialising the variables and the state.
   """
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from configs import default  # pylint: disable=g-import-not-at-top
+  from centerpose_jax import config as config_lib  # pylint: disable=g-import-not-at-top
   from centerpose_jax import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
-  from centerpose_jax.models import create_model  # pylint: disable=g-import-not-at-top
-  from centerpose_jax.training import losses, optim, precision as precision_lib  # pylint: disable=g-multiple-import
-  from centerpose_jax.training import state as state_lib, step as step_lib  # pylint: disable=g-multiple-import
+  from centerpose_jax.training import setup  # pylint: disable=g-import-not-at-top
 
-  config = default.get_config()
+  config = config_lib.get_config()
   config.model.backbone.model_type = arch
   config.model.backbone.width_multiplier = width_multiplier
   if head_conv:
     config.model.head_conv = head_conv
   config.train.precision = precision
-  model = create_model(config, dtype=precision_lib.compute_dtype(precision))
-  mesh = mesh_lib.create_mesh(jax.devices()[:1])
-  optimizer = optim.create_optimizer(config.train, batches_per_epoch=1000)
+  config.dataset.input_res, config.dataset.output_res = res, res // 4
+  config.dataset.batch_size = batch
+  parts = setup.setup(config, devices=jax.devices()[:1], batches_per_epoch=1000)
   start = time.perf_counter()
-  variables = state_lib.init_variables(model, jax.random.key(0, impl="rbg"), (1, res, res, 3))
-  state = state_lib.create_train_state(variables, optimizer, jax.random.PRNGKey(1), precision,
-                                       mesh_lib.replicated_sharding(mesh))
+  state = parts.new_state(parts.init_variables(jax.random.key(0, impl="rbg")), jax.random.PRNGKey(1))
   jax.block_until_ready(state)
   init_seconds = time.perf_counter() - start
-  train_step = step_lib.make_train_step(model, optimizer, losses.loss_weights(config.train.loss_config),
-                                        precision, mesh)
-  arrays = mesh_lib.shard_batch(_batch(res, batch, np.random.default_rng(0)), mesh)
-  return train_step, state, arrays, init_seconds
+  arrays = mesh_lib.shard_batch(_batch(res, batch, np.random.default_rng(0)), parts.mesh)
+  return parts.train_step, state, arrays, init_seconds
 
 
 def run_one(arch: str, res: int, batch: int, precision: str, steps: int, width_multiplier: float,

@@ -31,10 +31,8 @@ import numpy as np
 import tqdm
 
 from centerpose_jax import checkpoint as checkpoint_lib
-from centerpose_jax import config as config_lib
 from centerpose_jax import errors
 from centerpose_jax import mesh as mesh_lib
-from centerpose_jax import models
 from centerpose_jax.convert import pretrained
 from centerpose_jax.convert import pytorch
 from centerpose_jax.data import loader
@@ -45,12 +43,9 @@ from centerpose_jax.inference.predictor import JaxPredictor
 from centerpose_jax.models import architecture as architecture_lib
 from centerpose_jax.training import distributed
 from centerpose_jax.training import divergence as divergence_lib
-from centerpose_jax.training import losses
-from centerpose_jax.training import optim
-from centerpose_jax.training import precision as precision_lib
 from centerpose_jax.training import reporting
+from centerpose_jax.training import setup as setup_lib
 from centerpose_jax.training import state as state_lib
-from centerpose_jax.training import step as step_lib
 
 VALIDATION_IMAGES = 4  # validation frames drawn into TensorBoard
 
@@ -81,61 +76,36 @@ def _run_seed(config) -> int:
 class _Trainer:
   """Holds what the epochs share; see `run`."""
 
-  def __init__(self, config, workdir):
+  def __init__(self, config, workdir, parts: Optional[setup_lib.Setup] = None):
     self.config = config
     self.workdir = workdir
     self.is_main = jax.process_index() == 0
     self.dry_run = bool(config.train.is_dry_run)
-    self.precision = config.train.precision
-    self.devices = mesh_lib.task_devices(config, "train")
-    self.mesh = mesh_lib.create_mesh(self.devices)
-    self.replicated = mesh_lib.replicated_sharding(self.mesh)
-    self.num_local_devices = len([d for d in self.devices if d.process_index == jax.process_index()])
-
-    train_check = loader.check_dataset(loader.open_source(config.dataset.train_data), config.dataset)
-    train_source = train_check.source
-    self.data_counts = {"skipped_samples": train_check.skipped}  # + unreadable_samples, counted per epoch
-    self.val_source = None
-    if config.dataset.val_data:
-      val_check = loader.check_dataset(loader.open_source(config.dataset.val_data), config.dataset,
-                                       needs_evaluation=True)
-      self.val_source = val_check.source
-      self.data_counts["skipped_samples"] += val_check.skipped
-    self.data_counts["unreadable_samples"] = 0
     self.resume = checkpoint_lib.resume_source(config, workdir)
     self.seed = _run_seed(config)  # a resumed run may take its checkpoint's (see `initial_state`)
-    self.train_loader = loader.TrainLoader(train_source, config.dataset, seed=self.seed,
-                                           num_local_devices=self.num_local_devices)
-    self.steps_per_epoch = self.train_loader.steps_per_epoch
-    self.global_batch = int(config.dataset.batch_size) * len(self.devices)
-
-    self.model = models.create_model(config, dtype=precision_lib.compute_dtype(self.precision))
-    self.optimizer = optim.create_optimizer(config.train, self.steps_per_epoch)
-    self.schedule = optim.schedule_from_config(config.train, self.steps_per_epoch)
-    self.accumulation = optim.accumulation_steps(config.train)
+    parts = parts or setup_lib.setup(config, seed=self.seed)
+    self.precision = parts.precision
+    self.devices, self.mesh, self.replicated = parts.devices, parts.mesh, parts.replicated
+    self.num_local_devices = parts.num_local_devices
+    self.train_loader, self.val_source = parts.train_loader, parts.val_source
+    if self.train_loader.seed != self.seed:
+      self._new_loader(self.seed)
+    self.data_counts = {"skipped_samples": parts.skipped_samples, "unreadable_samples": 0}
+    self.steps_per_epoch, self.global_batch = parts.steps_per_epoch, parts.global_batch
+    self.model, self.optimizer, self.schedule = parts.model, parts.optimizer, parts.schedule
+    self.accumulation, self.train_step, self.input_shape = parts.accumulation, parts.train_step, parts.input_shape
+    self.parts = parts
     self.divergence = divergence_lib.DivergenceMonitor(config.train.divergence_factor,
                                                        config.train.divergence_steps)
     self.divergences: List[divergence_lib.Divergence] = []
     self.saved_steps: List[int] = []  # checkpoints written by this run
-    weights = losses.loss_weights(config.train.loss_config, config.dataset)
-    self.train_step = step_lib.make_train_step(self.model, self.optimizer, weights, self.precision, self.mesh)
     self.predictor: Optional[JaxPredictor] = None  # compiled at the first validation
-    width, height = config_lib.input_size(config.dataset)
-    self.input_shape = (1, height, width, 3)
+
+  def _new_loader(self, seed: int) -> None:
+    self.train_loader = loader.TrainLoader(self.train_loader.source, self.config.dataset, seed=seed,
+                                           num_local_devices=self.num_local_devices)
 
   # ---------------------------------------------------------------------------------------------- state
-
-  def _new_state(self, variables, rng):
-    return state_lib.create_train_state(variables, self.optimizer, rng, self.precision, self.replicated)
-
-  def _abstract_state(self):
-    """The TrainState as ShapeDtypeStructs with the replicated sharding (for restoring)."""
-    def fresh():
-      variables = state_lib.init_variables(self.model, jax.random.PRNGKey(0), self.input_shape)
-      return self._new_state(variables, jax.random.PRNGKey(0))
-    shapes = jax.eval_shape(fresh)
-    return jax.tree_util.tree_map(
-        lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=self.replicated), shapes)
 
   def _restore(self, manager: Optional[checkpoint_lib.CheckpointManager]):
     """(state, meta, step folder) of the newest readable checkpoint of `self.resume`.
@@ -147,7 +117,7 @@ class _Trainer:
     same_folder = manager is not None and folder.resolve() == manager.directory.resolve()
     source = manager if same_folder else checkpoint_lib.CheckpointManager(
         folder, asynchronous=False, encryption_key=self.config.encryption_key)
-    abstract = self._abstract_state()
+    abstract = self.parts.abstract_state()
     configured = architecture_lib.architecture(self.config)
     damaged = []
     for step in steps:
@@ -173,8 +143,7 @@ class _Trainer:
                             "the new seed", saved_seed, self.seed)
       return
     self.seed = saved_seed
-    self.train_loader = loader.TrainLoader(self.train_loader.source, self.config.dataset, seed=saved_seed,
-                                           num_local_devices=self.num_local_devices)
+    self._new_loader(saved_seed)
 
   def initial_state(self, manager: Optional[checkpoint_lib.CheckpointManager]):
     """(state, epochs completed, data iterator state to resume within that epoch or None, description).
@@ -208,7 +177,7 @@ class _Trainer:
                                                         model=self.model)
       description = f"weights from {pretrained}"
     else:
-      variables = state_lib.init_variables(self.model, init_rng, self.input_shape, self.replicated)
+      variables = self.parts.init_variables(init_rng)
       description = f"new weights (seed {self.seed})"
       if self.config.model.use_pretrained:
         source = pretrained_backbone_source(self.config)
@@ -217,7 +186,7 @@ class _Trainer:
             self.config.model.backbone.model_type)
         variables = loaded.variables
         description += f", ImageNet backbone from {source} ({len(loaded.used_keys)} tensors)"
-    return self._new_state(variables, train_rng), 0, None, description
+    return self.parts.new_state(variables, train_rng), 0, None, description
 
   # ---------------------------------------------------------------------------------------------- epochs
 
@@ -337,13 +306,15 @@ class _Trainer:
                            opencv=self.config.evaluate.opencv)
 
 
-def run(config, workdir: Optional[str] = None) -> dict:
+def run(config, workdir: Optional[str] = None, parts: Optional[setup_lib.Setup] = None) -> dict:
   """Trains (or resumes training of) the configured model; see the module docstring.
 
   Args:
     config: the whole, validated config (configs/default.py).
     workdir: the training folder for checkpoints, TensorBoard and status.json (default
       `checkpoint.train_dir(config)`: `train.results_dir` or `results_dir/train`).
+    parts: the run's wiring (`training.setup.setup(config)`, default); a caller may pass its own, e.g. with
+      a wrapped `train_step`.
 
   Returns:
     A summary: workdir, start (where the weights came from: "resumed from <step folder>", "new weights ...",
@@ -362,7 +333,7 @@ def run(config, workdir: Optional[str] = None) -> dict:
   """
   distributed.initialize(int(config.train.num_nodes))
   workdir = os.path.abspath(workdir or checkpoint_lib.train_dir(config))
-  trainer = _Trainer(config, workdir)
+  trainer = _Trainer(config, workdir, parts)
   num_epochs = int(config.train.num_epochs)
   manager = None if trainer.dry_run else checkpoint_lib.CheckpointManager(
       workdir, max_to_keep=int(config.train.get("max_checkpoints_to_keep", 0)),

@@ -73,9 +73,22 @@ def train_step(state: TrainState, batch: Batch, *, model, optimizer: optax.Gradi
 
 def make_train_step(model, optimizer: optax.GradientTransformation, loss_weights: Mapping[str, float],
                     precision: str, mesh: Mesh) -> Callable[[TrainState, Batch], Tuple[TrainState, Metrics]]:
-  """`train_step` jitted over `mesh`: state replicated and donated, batch sharded along "data"."""
+  """`train_step` jitted over `mesh`: state replicated and donated, batch sharded along "data".
+
+  The returned function runs the step under `jax.transfer_guard("disallow")` (as big_vision's trainer): its
+  arguments must already be on the mesh (`mesh.shard_batch`, `mesh.replicate`), so an implicit host-to-device
+  copy (a numpy batch, a Python scalar) or device-to-host read inside the step raises instead of silently
+  stalling every step. The state passed in is donated: its buffers are invalid after the call.
+  """
   step = functools.partial(train_step, model=model, optimizer=optimizer, loss_weights=dict(loss_weights),
                            precision=precision)
   replicated = mesh_lib.replicated_sharding(mesh)
-  return jax.jit(step, in_shardings=(replicated, mesh_lib.batch_sharding(mesh)),
-                 out_shardings=(replicated, replicated), donate_argnums=0)
+  jitted = jax.jit(step, in_shardings=(replicated, mesh_lib.batch_sharding(mesh)),
+                   out_shardings=(replicated, replicated), donate_argnums=0)
+
+  def guarded_step(state: TrainState, batch: Batch) -> Tuple[TrainState, Metrics]:
+    with jax.transfer_guard("disallow"):
+      return jitted(state, batch)
+
+  guarded_step.lower = jitted.lower  # ahead-of-time compilation (bench/train_step_profile.py)
+  return guarded_step

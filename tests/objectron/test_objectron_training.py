@@ -11,16 +11,15 @@ import json
 import numpy as np
 import pytest
 
-from centerpose_jax import models
 from centerpose_jax.data import loader
 from centerpose_jax.evaluation import Evaluator
 from centerpose_jax.evaluation import scoring
 from centerpose_jax.tasks import evaluate as evaluate_task
+from centerpose_jax.models import registry
 from centerpose_jax.objectron import convert
 from centerpose_jax.tasks import train as train_task
 from helpers import oracle_decoded
 import objectron_fixture as fixture
-from training.standin import TinyCenterPose
 from training.standin import tiny_config
 
 
@@ -56,9 +55,9 @@ def test_evaluator_scores_the_labels_against_themselves_perfectly(converted):
   assert results["headline"]["2DMPE"] < 0.01
 
 
-def test_trains_one_step_and_evaluates(converted, monkeypatch):
-  monkeypatch.setattr(models, "create_model", lambda config, dtype=None: TinyCenterPose(dtype=dtype))
+def test_trains_one_step_and_evaluates(converted):
   config = _config(converted, "results")
+  config.model.backbone.model_type = registry.TINY
 
   summary = train_task.run(config)
 

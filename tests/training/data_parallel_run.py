@@ -17,7 +17,7 @@ from centerpose_jax.training import losses
 from centerpose_jax.training import optim
 from centerpose_jax.training import state as state_lib
 from centerpose_jax.training import step as step_lib
-from standin import TinyCenterPose
+from centerpose_jax.models.tiny import TinyCenterPose
 from standin import numpy_variables
 from standin import random_batch
 

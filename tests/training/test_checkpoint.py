@@ -21,7 +21,7 @@ from centerpose_jax.models import architecture
 from centerpose_jax import checkpoint
 from centerpose_jax.training import optim
 from centerpose_jax.training import state as state_lib
-from standin import TinyCenterPose
+from centerpose_jax.models.tiny import TinyCenterPose
 from standin import numpy_variables
 from tools import checkpoint_info
 
