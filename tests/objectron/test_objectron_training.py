@@ -19,7 +19,7 @@ from centerpose_jax.models import registry
 from centerpose_jax.objectron import convert
 from centerpose_jax.tasks import train as train_task
 from helpers import oracle_decoded
-import objectron_fixture as fixture
+from centerpose_jax.testing import objectron_release as fixture
 from training.standin import tiny_config
 
 
