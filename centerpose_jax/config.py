@@ -182,6 +182,8 @@ def _check_train(problems, config):
     if _positive(problems, config, f"train.{name}") and epochs_ok and train[name] > train.num_epochs:
       problems.append(f"train.{name}: got {train[name]!r}, expected at most train.num_epochs ({train.num_epochs})")
   _positive(problems, config, "train.grad_accumulation_steps")
+  if not isinstance(train.get("activation_checkpointing", False), bool):
+    problems.append(f"train.activation_checkpointing: got {train.activation_checkpointing!r}, expected True or False")
   _positive(problems, config, "train.max_checkpoints_to_keep", allow_zero=True)
   steps = list(train.optim.lr_steps)
   if any(not isinstance(s, int) or s <= 0 for s in steps) or any(b <= a for a, b in zip(steps, steps[1:])):

@@ -95,6 +95,7 @@ def _train() -> config_dict.ConfigDict:
   t.is_dry_run = False
   t.precision = "fp32"  # fp32 | bf16 | fp16
   t.grad_accumulation_steps = 1  # ours: optimizer step every N batches
+  t.activation_checkpointing = False  # ours: recompute backbone blocks in the backward pass (less memory)
   t.max_checkpoints_to_keep = 0  # ours: 0 keeps all, as TAO
   t.optim = config_dict.ConfigDict()
   t.optim.lr = 6e-5

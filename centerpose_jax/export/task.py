@@ -19,6 +19,7 @@ from centerpose_jax.export import onnx as onnx_export
 from centerpose_jax.export.runtime import INPUT_NAME
 from centerpose_jax.export.runtime import OUTPUT_NAMES
 from centerpose_jax.inference import decode
+from centerpose_jax.models import conv
 from centerpose_jax.models import create_model
 from centerpose_jax.training import checkpoint as checkpoint_lib
 
@@ -107,15 +108,15 @@ def export_metadata(config, checkpoint_fingerprint: str) -> Dict[str, str]:
 def run_export(config) -> onnx_export.ExportResult:
   """Exports `config.export.checkpoint` to `config.export.onnx_file` and verifies it (see `export_onnx`).
 
-  The network uses the grouped-conv formulation of its depthwise upsampling (ONNX ConvTranspose); the
-  written file is compared with the JAX model in its default formulation for this backend, so the check
-  covers both the formulation switch and the export. With `encryption_key` set the file is encrypted.
+  The network is traced with XLA's own convolutions (`conv_impl` "native": ONNX Conv and ConvTranspose
+  nodes); the written file is compared with the JAX model in its default formulation for this platform, so
+  the check covers both the formulation switch and the export. With `encryption_key` set the file is encrypted.
   """
   check_settings(config)
   export = config.export
   variables = checkpoint_lib.load_variables(export.checkpoint, encryption_key=config.encryption_key)
   result = onnx_export.export_onnx(
-      centerpose_apply_fn(create_model(config, use_grouped_conv=True), export.num_select), variables, export,
+      centerpose_apply_fn(create_model(config, conv_impl=conv.NATIVE), export.num_select), variables, export,
       export.onnx_file, output_names=OUTPUT_NAMES, input_name=INPUT_NAME, model_name=config.model_name,
       metadata=export_metadata(config, checkpoint_lib.fingerprint(variables)),
       reference_fn=centerpose_apply_fn(create_model(config), export.num_select), compare_fn=decoded_output_errors,

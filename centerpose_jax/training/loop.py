@@ -114,7 +114,8 @@ class _Trainer:
     self.steps_per_epoch = self.train_loader.steps_per_epoch
     self.global_batch = int(config.dataset.batch_size) * len(self.devices)
 
-    self.model = models.create_model(config, dtype=precision_lib.compute_dtype(self.precision))
+    self.model = models.create_model(config, dtype=precision_lib.compute_dtype(self.precision),
+                                     activation_checkpointing=config.train.activation_checkpointing)
     self.optimizer = optim.create_optimizer(config.train, self.steps_per_epoch)
     self.schedule = optim.schedule_from_config(config.train, self.steps_per_epoch)
     self.accumulation = optim.accumulation_steps(config.train)

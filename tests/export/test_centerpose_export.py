@@ -16,9 +16,9 @@ from centerpose_jax.export import task
 from centerpose_jax.inference.predictor import JaxPredictor
 from centerpose_jax.inference.predictor import create_predictor
 from centerpose_jax.models import create_model
+from centerpose_jax.testing.variables import random_variables
 from centerpose_jax.training import checkpoint as checkpoint_lib
 from configs import default
-from helpers import random_variables
 from helpers import save_checkpoint
 
 HEIGHT, WIDTH = 96, 128

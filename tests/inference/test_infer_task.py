@@ -15,8 +15,8 @@ import pytest
 from centerpose_jax.export import run_export
 from centerpose_jax.inference import run
 from centerpose_jax.models import create_model
+from centerpose_jax.testing.variables import random_variables
 from configs import default
-from helpers import random_variables
 from helpers import save_checkpoint
 
 INPUT = 128

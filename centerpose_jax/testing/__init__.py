@@ -1,0 +1,6 @@
+"""Helpers for the tests and the benchmarks, never imported by the library, the tools or the entry points.
+
+`weight_rule` (the reference fixtures' deterministic TAO weights) and `variables` (random weights at a trained
+net's scale) need only numpy and JAX; `tao_torch` (the PyTorch reference of TAO's network and loss) needs
+torch, a test/bench-only dependency (requirements-dev.txt).
+"""
