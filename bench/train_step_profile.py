@@ -16,8 +16,9 @@ compiled HLO's metadata (`op_name`, e.g. `jvp(CenterPose)/hm/0/conv_general_dila
                      and the ops of the weight gradients `models.conv` computes itself (its Winograd ones)
   optimizer/other    Adam, clipping, loss bookkeeping, copies without metadata
 
-It prints the share of each class, the time per model part (backbone, neck, ConvGRU, each head) and pass, and
-the slowest ops. On XLA:CPU set XLA_FLAGS=--xla_cpu_enable_xprof_traceme=true (this script does it when the
+It prints the share of each class, the time per model part (backbone, neck, ConvGRU, each head; --depth 2 splits
+them one level further) and pass, and the slowest ops. With --forward it profiles the jitted inference forward
+(eval mode, random weights) instead, every op counted as forward. On XLA:CPU set XLA_FLAGS=--xla_cpu_enable_xprof_traceme=true (this script does it when the
 variable is unset) so that every op appears in the trace.
 """
 
@@ -90,12 +91,11 @@ def _classify(op_name: str, weight_grad: bool) -> str:
   return "optimizer/other"
 
 
-def _part(op_name: str) -> str:
-  """The top-level module an op belongs to (`base`, `dla_up`, a head name, ...), or "-"."""
-  for component in op_name.split("/")[:-1]:
-    if not component.startswith(("jit(", "jvp(", "transpose(", "CenterPose")):
-      return component
-  return "-"
+def _part(op_name: str, depth: int = 1) -> str:
+  """The module an op belongs to, `depth` levels below the model (`base`, `base/blocks`, ...), or "-"."""
+  modules = [component for component in op_name.split("/")[:-1]
+             if not component.startswith(("jit(", "jvp(", "transpose(", "CenterPose", "cond", "branch_"))]
+  return "/".join(modules[:depth]) or "-"
 
 
 def _compiled_call(args):
@@ -154,7 +154,7 @@ def profile(args) -> dict:
     seconds = event["dur"] / 1e6 / args.steps
     kind = "forward" if args.forward else _classify(op_name, weight_grad)
     by_class[kind] += seconds
-    by_part[(_part(op_name), kind)] += seconds
+    by_part[(_part(op_name, args.depth), kind)] += seconds
     by_op[(event["name"], kind, op_name)] += seconds
   return {"step_seconds": step_seconds, "op_seconds": sum(by_class.values()), "by_class": by_class,
           "by_part": by_part, "by_op": by_op}
@@ -170,6 +170,7 @@ def main(argv=None) -> int:
   parser.add_argument("--steps", type=int, default=1, help="traced steps (after one compiling step)")
   parser.add_argument("--top", type=int, default=15, help="slowest ops listed")
   parser.add_argument("--forward", action="store_true", help="profile the inference forward, not the step")
+  parser.add_argument("--depth", type=int, default=1, help="module levels of the per-part table (2: base/blocks)")
   args = parser.parse_args(argv)
   result = profile(args)
   total = result["op_seconds"]
@@ -180,9 +181,10 @@ def main(argv=None) -> int:
   print("per model part and pass (s):")
   parts = sorted({part for part, _ in result["by_part"]})
   kinds = ("forward", "backward, input", "backward, weights", "optimizer/other")
-  print(f"  {'part':10s}" + "".join(f"{kind:>19s}" for kind in kinds))
+  width = max(10, *(len(part) for part in parts))
+  print(f"  {'part':{width}s}" + "".join(f"{kind:>19s}" for kind in kinds))
   for part in sorted(parts, key=lambda p: -sum(result["by_part"][(p, k)] for k in kinds)):
-    print(f"  {part:10s}" + "".join(f"{result['by_part'][(part, kind)]:19.3f}" for kind in kinds))
+    print(f"  {part:{width}s}" + "".join(f"{result['by_part'][(part, kind)]:19.3f}" for kind in kinds))
   print(f"slowest {args.top} ops:")
   for (name, kind, op_name), seconds in result["by_op"].most_common(args.top):
     print(f"  {seconds * 1e3:8.1f} ms  {kind:18s} {name:28s} {op_name[-110:]}")

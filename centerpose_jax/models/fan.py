@@ -94,6 +94,22 @@ TAO_NORMAL_INIT = nn.initializers.normal(0.02)
 DWCONV_INIT = nn.initializers.normal(math.sqrt(2.0 / 9.0))
 
 
+def attention(q, k, v):
+  """Scaled dot-product attention, softmax over the keys: q [B, Nq, h, d], k and v [B, Nk, h, d] -> [B, Nq, h, d].
+
+  Computed as exp(q k^T / sqrt(d) - max) v, divided by the exponentials' sum afterwards (one pass less over
+  the [B, h, Nq, Nk] weights than normalising them first), with v head-major so that each head's product is
+  one plain matrix product: 1.3x faster forward and 1.8x faster backward than `jax.nn.dot_product_attention`
+  on XLA:CPU at FAN's 1024 tokens (docs/benchmarks.md). Statistics in float32.
+  """
+  scale = jnp.asarray(q.shape[-1] ** -0.5, q.dtype)
+  logits = jnp.einsum("bqhd,bkhd->bhqk", q * scale, k, preferred_element_type=jnp.float32)
+  weights = jnp.exp(logits - jax.lax.stop_gradient(logits.max(axis=-1, keepdims=True)))
+  out = jnp.einsum("bhqk,bhkd->bhqd", weights.astype(v.dtype), jnp.moveaxis(v, 2, 1),
+                   preferred_element_type=jnp.float32)
+  return jnp.moveaxis(out / weights.sum(axis=-1, keepdims=True), 1, 2).astype(v.dtype)
+
+
 def dense(features: int, dtype: Any, name: str) -> nn.Dense:
   """Linear layer with TAO's init (normal std 0.02, zero bias); kernel [in, out]."""
   return nn.Dense(features, dtype=dtype, kernel_init=TAO_NORMAL_INIT, name=name)
@@ -301,7 +317,7 @@ class TokenMixing(nn.Module):
     q = dense(self.dim, self.dtype, "q")(x).reshape(batch, tokens, self.num_heads, head_dim)
     kv = dense(2 * self.dim, self.dtype, "kv")(x)
     kv = kv.reshape(batch, tokens, 2, self.num_heads, head_dim)
-    out = jax.nn.dot_product_attention(q, kv[:, :, 0], kv[:, :, 1])
+    out = attention(q, kv[:, :, 0], kv[:, :, 1])
     return dense(self.dim, self.dtype, "proj")(out.reshape(batch, tokens, self.dim))
 
 
@@ -429,7 +445,7 @@ class ClassAttn(nn.Module):
     q = dense(self.dim, self.dtype, "q")(x[:, :1]).reshape(batch, 1, self.num_heads, head_dim)
     k = dense(self.dim, self.dtype, "k")(x).reshape(batch, tokens, self.num_heads, head_dim)
     v = dense(self.dim, self.dtype, "v")(x).reshape(batch, tokens, self.num_heads, head_dim)
-    out = jax.nn.dot_product_attention(q, k, v).reshape(batch, 1, self.dim)
+    out = attention(q, k, v).reshape(batch, 1, self.dim)
     return dense(self.dim, self.dtype, "proj")(out)
 
 
