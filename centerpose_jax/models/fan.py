@@ -94,13 +94,14 @@ TAO_NORMAL_INIT = nn.initializers.normal(0.02)
 DWCONV_INIT = nn.initializers.normal(math.sqrt(2.0 / 9.0))
 
 
-def attention(q, k, v):
-  """Scaled dot-product attention, softmax over the keys: q [B, Nq, h, d], k and v [B, Nk, h, d] -> [B, Nq, h, d].
+def cpu_attention(q, k, v):
+  """`jax.nn.dot_product_attention` (softmax over the keys) in the form fastest on XLA:CPU: q [B, Nq, h, d],
+  k and v [B, Nk, h, d] -> [B, Nq, h, d].
 
-  Computed as exp(q k^T / sqrt(d) - max) v, divided by the exponentials' sum afterwards (one pass less over
-  the [B, h, Nq, Nk] weights than normalising them first), with v head-major so that each head's product is
-  one plain matrix product: 1.3x faster forward and 1.8x faster backward than `jax.nn.dot_product_attention`
-  on XLA:CPU at FAN's 1024 tokens (docs/benchmarks.md). Statistics in float32.
+  exp(q k^T / sqrt(d) - max) v, divided by the exponentials' sum afterwards (one pass less over the
+  [B, h, Nq, Nk] weights than normalising them first), with v head-major so that each head's product is one
+  plain matrix product: 1.3-1.5x faster forward and up to 1.8x faster backward on XLA:CPU at FAN's 1024 tokens
+  (docs/benchmarks.md). Other platforms keep `jax.nn.dot_product_attention` (cuDNN's fused kernels on GPUs).
   """
   scale = jnp.asarray(q.shape[-1] ** -0.5, q.dtype)
   logits = jnp.einsum("bqhd,bkhd->bhqk", q * scale, k, preferred_element_type=jnp.float32)
@@ -308,6 +309,7 @@ class TokenMixing(nn.Module):
   dim: int
   num_heads: int
   dtype: Any = jnp.float32
+  conv_impl: str = conv.AUTO  # "auto": `cpu_attention` on the CPU, `jax.nn.dot_product_attention` elsewhere
 
   @nn.compact
   def __call__(self, x):
@@ -317,7 +319,8 @@ class TokenMixing(nn.Module):
     q = dense(self.dim, self.dtype, "q")(x).reshape(batch, tokens, self.num_heads, head_dim)
     kv = dense(2 * self.dim, self.dtype, "kv")(x)
     kv = kv.reshape(batch, tokens, 2, self.num_heads, head_dim)
-    out = attention(q, kv[:, :, 0], kv[:, :, 1])
+    out = conv.per_platform(jax.nn.dot_product_attention, cpu_attention, self.conv_impl, q, kv[:, :, 0],
+                            kv[:, :, 1])
     return dense(self.dim, self.dtype, "proj")(out.reshape(batch, tokens, self.dim))
 
 
@@ -397,7 +400,7 @@ class FANBlock(nn.Module):
     gamma2 = self.param("gamma2", nn.initializers.ones, (self.dim,))
     # timm DropPath: one keep/drop draw per sample, kept samples scaled by 1 / (1 - rate).
     drop_path = nn.Dropout(self.drop_path_rate, broadcast_dims=(1, 2))
-    y = TokenMixing(self.dim, self.num_heads, self.dtype, name="attn")(
+    y = TokenMixing(self.dim, self.num_heads, self.dtype, self.conv_impl, name="attn")(
         layer_norm(BLOCK_NORM_EPS, self.dtype, "norm1")(x))
     x = x + drop_path(gamma1.astype(y.dtype) * y, deterministic=not train)
     y = ChannelProcessing(self.dim, self.num_heads, self.dtype, self.conv_impl, name="mlp")(
@@ -445,7 +448,7 @@ class ClassAttn(nn.Module):
     q = dense(self.dim, self.dtype, "q")(x[:, :1]).reshape(batch, 1, self.num_heads, head_dim)
     k = dense(self.dim, self.dtype, "k")(x).reshape(batch, tokens, self.num_heads, head_dim)
     v = dense(self.dim, self.dtype, "v")(x).reshape(batch, tokens, self.num_heads, head_dim)
-    out = attention(q, k, v).reshape(batch, 1, self.dim)
+    out = jax.nn.dot_product_attention(q, k, v).reshape(batch, 1, self.dim)
     return dense(self.dim, self.dtype, "proj")(out)
 
 
@@ -507,7 +510,8 @@ class FANBackbone(nn.Module):
   Attributes:
     model_type: "fan_small", "fan_base" or "fan_large".
     dtype: compute dtype; parameters stay float32.
-    conv_impl: formulation of the convs (`conv.IMPLS`); "native" gives plain and grouped ONNX Conv nodes.
+    conv_impl: formulation of the convs and the attention (`conv.IMPLS`); "native" gives plain and grouped
+      ONNX Conv nodes.
     remat: rematerialise every ConvNeXt and FAN block in the backward pass (`layers.checkpointed`).
   """
   model_type: str

@@ -59,6 +59,21 @@ def test_matches_tao_golden_outputs(tao_reference, fan_small_variables, arch):
     np.testing.assert_allclose(outputs[head], _nhwc(golden[head]), atol=1e-4, rtol=1e-4, err_msg=head)
 
 
+def test_cpu_attention_equals_dot_product_attention_and_its_gradients():
+  q, k, v = (jax.random.normal(key, (2, 40, 4, 16)) * 3 for key in jax.random.split(jax.random.key(0), 3))
+  cotangent = jax.random.normal(jax.random.key(1), q.shape)
+
+  def value_and_grads(attention):
+    out, vjp = jax.vjp(attention, q, k, v)
+    return out, vjp(cotangent)
+
+  expected, expected_grads = jax.jit(lambda: value_and_grads(jax.nn.dot_product_attention))()
+  out, grads = jax.jit(lambda: value_and_grads(fan.cpu_attention))()
+  np.testing.assert_allclose(out, expected, atol=1e-5)
+  for grad, expected_grad in zip(grads, expected_grads):
+    np.testing.assert_allclose(grad, expected_grad, atol=1e-4)
+
+
 def test_compute_dtype_keeps_float32_params():
   model = fan.FANBackbone(model_type="fan_small", dtype=jnp.bfloat16, name="base")
   x = jnp.zeros((1, 64, 64, 3))
