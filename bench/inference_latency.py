@@ -11,7 +11,7 @@ grid cell alike, so post-processing gets a per-image threshold that passes exact
 outputs to soft-NMS and PnP (TAO's 0.3 would pass all 100); the table gives how many survive PnP. Stages, each
 timed as a pass over all images (median of --repeats passes after a warm-up pass that compiles), per image:
   read         cv2.imread of the file (PNG decode)
-  preprocess   letterbox and normalise to the input size (`transforms.preprocess_image`)
+  preprocess   letterbox and normalise to the input size (`augment.letterbox_crop` + `augment.make_input`)
   forward      the network alone (jit)
   decode       the decoder alone on the forward's outputs (jit)
   fwd+decode   both under one jit, outputs fetched to the host (`JaxPredictor`, what infer.py runs)
@@ -43,7 +43,7 @@ import numpy as np  # noqa: E402
 from bench.export_latency import FIXTURES  # noqa: E402
 from bench.export_latency import median_seconds  # noqa: E402
 from centerpose_jax import geometry  # noqa: E402
-from centerpose_jax.data import transforms  # noqa: E402
+from centerpose_jax.data import augment  # noqa: E402
 from centerpose_jax.export import run_export  # noqa: E402
 from centerpose_jax.inference import decode  # noqa: E402
 from centerpose_jax.inference import postprocess_detections  # noqa: E402
@@ -81,6 +81,12 @@ def top_k_threshold(scores: np.ndarray, count: int) -> float:
   return float((ordered[count - 1] + ordered[count]) / 2)
 
 
+def network_input(frame, size: int, data):
+  """(input [1, size, size, 3] float32, crop center, crop scale) of a BGR frame letterboxed as infer.py does."""
+  crop = augment.letterbox_crop(frame.shape[1], frame.shape[0], input_size=(size, size))
+  return augment.make_input(frame, crop, (size, size), data.mean, data.std)[None], crop.center, crop.scale
+
+
 def bench_backbone(backbone: str, size: int, paths, detections: int, repeats: int) -> dict:
   """{stage: ms per image} (see the module docstring), plus "kept" (mean detections) and "images/s"."""
   config = default.get_config()
@@ -94,8 +100,7 @@ def bench_backbone(backbone: str, size: int, paths, detections: int, repeats: in
     return cv2.imread(str(path), cv2.IMREAD_COLOR)
 
   def preprocess(frame):
-    image, center, scale = transforms.preprocess_image(frame, (size, size), data.mean, data.std)
-    return image[None], center, scale
+    return network_input(frame, size, data)
 
   forward = jax.jit(lambda v, x: model.apply(v, x, train=False))
   decoder = jax.jit(lambda heads: decode(heads, num_select=settings.num_select))
@@ -148,8 +153,8 @@ def infer_py_per_image(backbone: str, size: int, paths, detections: int, copies:
   run_export(config)
   predict = JaxPredictor(create_model(config), jax.device_put(variables), batch_size=1,
                          num_select=config.inference.num_select)
-  scores = [predict(transforms.preprocess_image(cv2.imread(str(path)), (size, size), config.dataset.mean,
-                                                config.dataset.std)[0][None])["scores"][0] for path in paths]
+  scores = [predict(network_input(cv2.imread(str(path), cv2.IMREAD_COLOR), size, config.dataset)[0])["scores"][0]
+            for path in paths]
   config.inference.visualization_threshold = float(np.median([top_k_threshold(s, detections) for s in scores]))
   one, many = folder / "one", folder / "many"
   for target, count in ((one, 0), (many, copies)):

@@ -35,7 +35,7 @@ def _batch(res: int, batch: int, rng):
   grid = res // 4
   samples = []
   for _ in range(batch):
-    sample = targets.empty_targets(num_symmetry=1, max_objs=10, num_joints=8, output_res=grid)
+    sample = targets.empty_targets(num_symmetry=1, max_objs=10, num_joints=8, output_size=(grid, grid))
     cell = int(rng.integers(0, grid * grid))
     sample["hm"][0].reshape(-1)[cell] = 1.0
     sample["ind"][0, 0], sample["reg_mask"][0, 0] = cell, 1.0

@@ -45,6 +45,10 @@ class WrongKeyError(EncryptionError):
   """The key does not match the one the data was encrypted with."""
 
 
+class MissingKeyError(EncryptionError):
+  """The data is encrypted and no encryption_key is set."""
+
+
 def _key_bytes(key: Key) -> bytes:
   if isinstance(key, str):
     key = key.encode("utf-8")
@@ -90,7 +94,8 @@ def decrypt_bytes(data: bytes, key: Optional[Key], what: str = "data") -> bytes:
 
   Raises:
     WrongKeyError: when `key` is not the key the data was encrypted with.
-    EncryptionError: when no key is given, or the data is not an encrypted payload or is damaged.
+    MissingKeyError: when no key is given.
+    EncryptionError: when the data is not an encrypted payload or is damaged.
   """
   if not is_encrypted(data):
     raise EncryptionError(f"{what} is not encrypted by centerpose_jax (no {MAGIC!r} header)")
@@ -100,7 +105,7 @@ def decrypt_bytes(data: bytes, key: Optional[Key], what: str = "data") -> bytes:
     raise EncryptionError(f"{what} has encryption format version {data[len(MAGIC)]}, this version reads "
                           f"{FORMAT_VERSION}")
   if not key:
-    raise EncryptionError(f"{what} is encrypted; set encryption_key to the key it was written with")
+    raise MissingKeyError(f"{what} is encrypted; set encryption_key to the key it was written with")
   offset = len(MAGIC) + 1
   salt = data[offset:offset + SALT_BYTES]
   offset += SALT_BYTES

@@ -14,6 +14,11 @@ Frames:
   * Output grid: the network's heatmap grid (input / 4, 128x128 at the default 512 input).
 
 Quaternions are scipy order (x, y, z, w).
+
+Rotation perturbations (the pose filter's error state): a rotation R is perturbed on the right,
+R' = R @ so3_exp(delta), so `delta` [3] (radians) is expressed in the object's own frame. A right perturbation
+does not depend on the camera frame: converting R between the OpenCV and OpenGL frames (a left product) leaves
+it unchanged.
 """
 
 import math
@@ -86,6 +91,10 @@ def rotation_opencv_to_opengl(rotation_cv) -> np.ndarray:
   return OPENCV_TO_OPENGL[:3, :3] @ np.asarray(rotation_cv, dtype=np.float64)
 
 
+# The frame change is an involution, so the inverse is the same function.
+rotation_opengl_to_opencv = rotation_opencv_to_opengl
+
+
 def quaternion_to_matrix(quaternion_xyzw) -> np.ndarray:
   """[3, 3] rotation matrix from a scipy-order (x, y, z, w) quaternion."""
   return Rotation.from_quat(np.asarray(quaternion_xyzw, dtype=np.float64)).as_matrix()
@@ -108,6 +117,52 @@ def rotvec_to_quaternion(rotvec) -> np.ndarray:
     return np.array([0.0, 0.0, 0.0, 1.0])
   factor = math.sin(angle / 2) / angle
   return np.array([x * factor, y * factor, z * factor, math.cos(angle / 2)])
+
+
+def skew(vector) -> np.ndarray:
+  """[3, 3] cross-product matrix [v]x of a vector [3]: skew(v) @ w = cross(v, w)."""
+  x, y, z = np.asarray(vector, dtype=np.float64).reshape(3)
+  return np.array([[0.0, -z, y], [z, 0.0, -x], [-y, x, 0.0]])
+
+
+def so3_exp(rotvec) -> np.ndarray:
+  """[3, 3] rotation matrix of a rotation vector [3] (axis * angle, radians): Rodrigues' formula."""
+  rotvec = np.asarray(rotvec, dtype=np.float64).reshape(3)
+  angle = math.sqrt(float(rotvec @ rotvec))
+  cross = skew(rotvec)
+  if angle < 1e-8:  # second-order Taylor expansion
+    return np.eye(3) + cross + 0.5 * cross @ cross
+  return (np.eye(3) + math.sin(angle) / angle * cross
+          + (1.0 - math.cos(angle)) / angle ** 2 * cross @ cross)
+
+
+def so3_log(rotation) -> np.ndarray:
+  """[3] rotation vector (axis * angle, angle in [0, pi] radians) of a [3, 3] rotation matrix.
+
+  Inverse of `so3_exp`; exact near an angle of pi too (through the quaternion), where the axis's sign is
+  arbitrary.
+  """
+  return Rotation.from_matrix(np.asarray(rotation, dtype=np.float64)).as_rotvec()
+
+
+def so3_right_jacobian(rotvec) -> np.ndarray:
+  """[3, 3] right Jacobian J_r of SO(3) at a rotation vector [3]: so3_exp(w + d) ~ so3_exp(w) so3_exp(J_r(w) d).
+
+  J_r(w) = I - (1 - cos a) / a^2 [w]x + (a - sin a) / a^3 [w]x^2 with a = |w|.
+  """
+  rotvec = np.asarray(rotvec, dtype=np.float64).reshape(3)
+  angle = math.sqrt(float(rotvec @ rotvec))
+  cross = skew(rotvec)
+  if angle < 1e-8:
+    return np.eye(3) - 0.5 * cross + cross @ cross / 6.0
+  return (np.eye(3) - (1.0 - math.cos(angle)) / angle ** 2 * cross
+          + (angle - math.sin(angle)) / angle ** 3 * cross @ cross)
+
+
+def rotation_angle(rotation_a, rotation_b) -> float:
+  """The angle in radians, in [0, pi], of the rotation taking [3, 3] `rotation_a` to `rotation_b`."""
+  relative = np.asarray(rotation_a, dtype=np.float64).T @ np.asarray(rotation_b, dtype=np.float64)
+  return float(np.linalg.norm(so3_log(relative)))
 
 
 def transform_from_pose(location, quaternion_xyzw) -> np.ndarray:
@@ -185,3 +240,28 @@ def projection_matrix_from_intrinsics(fx, fy, cx, cy, width, height) -> np.ndarr
   projection[2, 2], projection[2, 3] = OBJECTRON_DEPTH_ROW
   projection[3, 2] = -1.0
   return projection
+
+
+def intrinsics_from_projection_matrix(projection_matrix, width, height):
+  """(fx, fy, cx, cy) in pixels of an image `width` x `height` from an Objectron 4x4 projection matrix.
+
+  The inverse of `projection_matrix_from_intrinsics`: K-projecting OpenCV-frame points with these intrinsics
+  gives the pixels that `project_with_projection_matrix` gives for the same points in the OpenGL frame.
+  P only fixes normalised image coordinates, so the result holds for any image size (resized frames included).
+  """
+  projection = np.asarray(projection_matrix, dtype=np.float64)
+  return (projection[1, 1] * width / 2.0, projection[0, 0] * height / 2.0,
+          (1.0 - projection[1, 2]) * width / 2.0, (1.0 - projection[0, 2]) * height / 2.0)
+
+
+def fit_cuboid_pose(keypoints, size):
+  """(rotation [3, 3], translation [3]) that best map `cuboid_vertices(size)` onto `keypoints` [9, 3].
+
+  Least squares over the 9 points with the size fixed (Kabsch), in whatever frame `keypoints` are; exact
+  (up to rounding) when the keypoints are a cuboid of that size. The rotation is proper (det +1).
+  """
+  keypoints = np.asarray(keypoints, dtype=np.float64)
+  centre = keypoints.mean(axis=0)  # the model's points are centred at the origin
+  u, _, vt = np.linalg.svd((keypoints - centre).T @ cuboid_vertices(size))
+  flip = np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt))])
+  return u @ flip @ vt, centre

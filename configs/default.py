@@ -38,7 +38,7 @@ def _dataset() -> config_dict.ConfigDict:
   d.eig_val = tuple(EIG_VAL)  # TAO: _eig_val
   d.eig_vec = tuple(tuple(row) for row in EIG_VEC)  # TAO: _eig_vec
   d.category = "cereal_box"
-  d.num_symmetry = 1  # chair forces 4 and bottle 12, as TAO
+  d.num_symmetry = 1  # symmetric target copies; configs/chair.py sets 4 and configs/bottle.py 12 (TAO's values)
   d.mse_loss = False
   d.center_3D = False
   d.obj_scale = True
@@ -56,8 +56,9 @@ def _dataset() -> config_dict.ConfigDict:
   d.aug_rot = 0.0
   d.rotate = 0.0  # ours (NVlabs' name): the bound in degrees of the aug_rot rotation
   d.flip = 0.5
-  d.input_res = 512  # pixels, any multiple of 32
-  d.output_res = 128  # input_res / down_ratio
+  # pixels: an int (square) or (width, height), multiples of 32; TAO's is an int
+  d.input_res = config_dict.FieldReference(512, field_type=object)
+  d.output_res = config_dict.FieldReference(128, field_type=object)  # input_res / down_ratio, same form
   d.skip_invalid = False  # ours: skip invalid samples with one warning instead of stopping
   return d
 
@@ -72,7 +73,7 @@ def _model() -> config_dict.ConfigDict:
   m.use_convGRU = True
   m.use_pretrained = False
   m.backbone = config_dict.ConfigDict()
-  m.backbone.model_type = "fan_small"  # DLA34 | fan_small | fan_base | fan_large
+  m.backbone.model_type = "DLA34"  # DLA34 | fan_small | fan_base | fan_large (TAO's schema: fan_small)
   m.backbone.pretrained_backbone_path = ""
   m.backbone.width_multiplier = 1.0  # ours: scales DLA34 channels for slim models (1.0 = TAO's DLA34)
   return m
@@ -97,6 +98,9 @@ def _train() -> config_dict.ConfigDict:
   t.grad_accumulation_steps = 1  # ours: optimizer step every N batches
   t.activation_checkpointing = False  # ours: recompute backbone blocks in the backward pass (less memory)
   t.max_checkpoints_to_keep = 0  # ours: 0 keeps all, as TAO
+  t.divergence_factor = 10.0  # ours: the loss diverges above this x its running minimum ...
+  t.divergence_steps = 20  # ours: ... for this many steps in a row (the minimum is of a mean over as many)
+  t.stop_on_divergence = False  # ours: stop a diverging run (else warn and go on)
   t.optim = config_dict.ConfigDict()
   t.optim.lr = 6e-5
   t.optim.lr_scheduler = "MultiStep"
@@ -155,15 +159,37 @@ def _inference() -> config_dict.ConfigDict:
   i.save_json = True
   i.save_visualization = True
   i.opencv = True
-  i.principle_point_x = 0.0  # pixels; a per-image JSON with camera_data overrides the intrinsics
-  i.principle_point_y = 0.0
-  i.focal_length_x = 0.0
-  i.focal_length_y = 0.0
+  # Pixels; TAO's example camera (experiment_specs/infer.yaml, an Objectron 600x800 portrait frame). A JSON with
+  # camera_data beside an image wins.
+  i.principle_point_x = 300.77100118001306
+  i.principle_point_y = 392.8848775227865
+  i.focal_length_x = 615.0476582845052
+  i.focal_length_y = 615.0476582845052
   i.skew = 0.0
-  i.axis_size = 0.5  # metres (relative-scale units) of the drawn axes
+  i.axis_size = 0.5  # length of the drawn axes, in relative-scale units
+  i.object_height = 0.0  # ours: the object's real height in metres; > 0 makes location / keypoints_3d metric
   i.pnp_keypoints = "displacement"  # ours: PnP points; "displacement+heatmap" = 16 points as NVlabs
   i.onnx_file = ""  # ours: run an exported ONNX with onnxruntime instead of the JAX model
+  i.tracking = _tracking()
   return i
+
+
+def _tracking() -> config_dict.ConfigDict:
+  """Ours: tracks and filtered poses on video input (centerpose_jax/inference/tracking.py)."""
+  t = config_dict.ConfigDict()
+  t.enabled = True  # video input only; image folders are always per image
+  t.max_age = 10  # frames without a detection before a confirmed track is dropped
+  t.min_hits = 3  # consecutive detections that confirm a track
+  t.min_iou = 0.1  # smallest 2D cuboid IoU of a track-detection pair
+  t.pose_weight = 1.0  # weight of the pose distance in the association cost
+  t.outlier_gate = 50.0  # squared Mahalanobis distance (6 dof) above which a pose is an outlier; 0 disables
+  t.outlier_frames = 10  # consecutive agreeing outliers that restart a track's filter
+  t.keypoint_noise = 2.0  # keypoint standard deviation, output-grid cells
+  t.scale_noise = 0.05  # relative-scale standard deviation per frame
+  t.translation_acceleration = 2.0  # relative-scale units / s^2
+  t.rotation_acceleration = 1.0  # rad / s^2
+  t.scale_acceleration = 0.1  # relative-scale units / s^2
+  return t
 
 
 def _export() -> config_dict.ConfigDict:
@@ -171,7 +197,7 @@ def _export() -> config_dict.ConfigDict:
   x.results_dir = config_dict.placeholder(str)
   x.gpu_id = 0
   x.checkpoint = ""
-  x.onnx_file = ""
+  x.onnx_file = ""  # "" = <export.results_dir or results_dir/export>/<model_name>.onnx
   x.on_cpu = False
   x.input_channel = 3
   x.input_width = 512
@@ -185,21 +211,30 @@ def _export() -> config_dict.ConfigDict:
 
 
 def _gen_trt_engine() -> config_dict.ConfigDict:
-  """TAO-deploy's engine options: accepted so TAO specs load; see docs/deployment.md for trtexec."""
+  """TAO-deploy's engine options, used by tools/gen_trt_engine.py (the trtexec command line)."""
   g = config_dict.ConfigDict()
   g.results_dir = config_dict.placeholder(str)
   g.gpu_id = 0
-  g.onnx_file = ""
-  g.trt_engine = ""
+  g.onnx_file = ""  # "" = export.py's output (export.onnx_file or its default)
+  g.trt_engine = ""  # "" = <gen_trt_engine.results_dir or results_dir/gen_trt_engine>/<model_name>.engine
   g.timing_cache = config_dict.placeholder(str)
+  g.input_channel = 3
+  g.input_width = 512
+  g.input_height = 512
+  g.opset_version = 16
   g.batch_size = -1
   g.verbose = False
   g.tensorrt = config_dict.ConfigDict()
-  g.tensorrt.data_type = "FP32"
-  g.tensorrt.workspace_size = 1024
+  g.tensorrt.data_type = "FP32"  # FP32 | FP16 | INT8 (INT8 needs calibration.cal_cache_file)
+  g.tensorrt.workspace_size = 1024  # MiB
   g.tensorrt.min_batch_size = 1
   g.tensorrt.opt_batch_size = 1
   g.tensorrt.max_batch_size = 1
+  g.tensorrt.calibration = config_dict.ConfigDict()
+  g.tensorrt.calibration.cal_image_dir = ()
+  g.tensorrt.calibration.cal_cache_file = ""
+  g.tensorrt.calibration.cal_batch_size = 1
+  g.tensorrt.calibration.cal_batches = 1
   return g
 
 
@@ -219,7 +254,8 @@ def get_config() -> config_dict.ConfigDict:
   return config
 
 
-# dataset.num_symmetry that TAO hard-codes per category (chair 4, bottle 12); others use the config value.
+# dataset.num_symmetry of the category configs: the values TAO hard-codes for chair and bottle. The data code has
+# no table of its own: training uses dataset.num_symmetry as configured.
 CATEGORY_SYMMETRY = {"chair": 4, "bottle": 12}
 OBJECTRON_CATEGORIES = ("bike", "book", "bottle", "camera", "cereal_box", "chair", "cup", "laptop", "shoe")
 

@@ -3,7 +3,8 @@
   make demo
   # = python tools/make_synthetic_dataset.py --out results/demo/data --category camera --num-train 800 \
   #       --num-val 100 --width 256 --height 256 --max-objects 1 --seed 0 --skip-existing
-  #   python train.py --config=configs/demo.py      (then evaluate.py, infer.py, export.py, same config)
+  #   python train.py --config=configs/demo.py      (then evaluate.py, infer.py, export.py, same config;
+  #   tools/gen_trt_engine.py too)
 
 One object per 256x256 frame (the whole 128x128 input is image, no letterbox bands), a quarter-width DLA34
 (head_conv 64, ConvGRU on) at 128x128, batch 8, 16 epochs of 800 frames with the learning rate cut tenfold after
@@ -44,6 +45,7 @@ def get_config():
   config.export.checkpoint = checkpoints
   config.export.onnx_file = os.path.join(config.results_dir, "export", "centerpose_demo.onnx")
   config.export.input_height = config.export.input_width = config.dataset.input_res
+  config.gen_trt_engine.input_height = config.gen_trt_engine.input_width = config.dataset.input_res
   # The synthetic frames carry their own intrinsics (camera_data next to each image overrides these).
   config.inference.focal_length_x = 237.0
   config.inference.focal_length_y = 237.0

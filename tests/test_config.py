@@ -109,6 +109,7 @@ def test_the_default_config_is_valid_for_training_with_data(tmp_path):
     ("train.clip_grad_val", -1.0, "train.clip_grad_val: got -1.0, expected a number >= 0"),
     ("train.num_gpus", 0, "train.num_gpus: got 0, expected a positive number (or -1 for all)"),
     ("model.backbone.width_multiplier", 0.0, "model.backbone.width_multiplier: got 0.0, expected a positive"),
+    ("inference.object_height", -0.3, "inference.object_height: got -0.3, expected a number >= 0"),
 ])
 def test_each_validation_rule_reports_the_field_value_and_what_is_allowed(tmp_path, field, value, expected):
   config = _valid_train_config(tmp_path)
@@ -292,3 +293,90 @@ def test_tao_spec_to_config_writes_an_equivalent_config_file(tmp_path):
   assert _flat(namespace["get_config"]()) == _flat(tao_spec.load_tao_spec(str(spec)))
   assert "config.train.num_epochs = 40" in result.stdout
   assert "config.inference" not in result.stdout  # untouched sections are not repeated
+
+
+def test_defaults_are_the_specs():
+  config = default.get_config()
+  assert config.model.backbone.model_type == "DLA34"
+  # TAO's infer.yaml camera: photos without labels run without setting intrinsics.
+  inference = config.inference
+  assert (inference.principle_point_x, inference.principle_point_y) == (300.77100118001306, 392.8848775227865)
+  assert inference.focal_length_x == inference.focal_length_y == 615.0476582845052 and inference.skew == 0.0
+
+
+def _non_default(value):
+  if isinstance(value, bool):
+    return not value
+  if isinstance(value, int):
+    return value + 1
+  return "x.engine" if value is None else value + "x"
+
+
+@pytest.mark.parametrize("path", sorted(config_lib.UNSUPPORTED_OPTIONS))
+def test_an_option_without_an_implementation_is_rejected_unless_default(tmp_path, path):
+  default_value, reason = config_lib.UNSUPPORTED_OPTIONS[path]
+  config = _valid_train_config(tmp_path)
+  assert _leaf(config, path) == default_value
+  *parents, leaf = path.split(".")
+  node = config
+  for part in parents:
+    node = node[part]
+  node[leaf] = _non_default(default_value)
+  for task in ("train", "evaluate", "infer", "export"):
+    problems = config_lib.collect_problems(config, task)
+    assert f"{path}: got {node[leaf]!r}, only {default_value!r} is supported: {reason}" in problems, task
+
+
+def test_deploy_only_fields_say_where_they_are_used(tmp_path):
+  config = _valid_train_config(tmp_path)
+  config.inference.trt_engine = "/models/centerpose.engine"
+  problems = "\n".join(config_lib.collect_problems(config, "infer"))
+  assert "inference.trt_engine: got '/models/centerpose.engine'" in problems
+  assert "tools/gen_trt_engine.py" in problems and "inference.onnx_file" in problems
+
+
+def test_training_only_paths_do_not_block_evaluate_infer_export(tmp_path):
+  config = _valid_train_config(tmp_path)
+  config.model.use_pretrained = True
+  config.model.backbone.pretrained_backbone_path = "/no/dla34.pth"
+  config.dataset.test_data = config.dataset.inference_data = str(tmp_path)
+  config.evaluate.checkpoint = config.inference.checkpoint = config.export.checkpoint = str(tmp_path)
+  assert any("model.backbone.pretrained_backbone_path: '/no/dla34.pth' does not exist" in p
+             for p in config_lib.collect_problems(config, "train"))
+  for task in ("evaluate", "infer", "export"):
+    assert config_lib.collect_problems(config, task) == [], task
+  config.model.backbone.pretrained_backbone_path = ""  # DLA34: TAO's public weights are downloaded
+  assert config_lib.collect_problems(config, "train") == []
+  config.model.backbone.model_type = "fan_small"  # FAN: no public download
+  assert any(p.startswith("model.backbone.pretrained_backbone_path: model.use_pretrained=True with fan_small "
+                          "needs the FAN ImageNet weights file") for p in config_lib.collect_problems(config, "train"))
+
+
+def test_non_square_input_res_is_width_height(tmp_path):
+  config = _valid_train_config(tmp_path)
+  config.dataset.input_res, config.dataset.output_res = (256, 384), (64, 96)
+  assert config_lib.collect_problems(config, "train") == []
+  assert config_lib.input_size(config.dataset) == (256, 384) and config_lib.output_size(config.dataset) == (64, 96)
+  config.dataset.output_res = 64
+  assert "dataset.output_res: got 64, expected input_res / 4 = (64, 96)" in config_lib.collect_problems(config, "train")
+  config.dataset.input_res = (256, 380)
+  assert any(p.startswith("dataset.input_res: got (256, 380), expected a positive multiple of 32")
+             for p in config_lib.collect_problems(config, "train"))
+
+
+def test_a_tao_spec_gets_its_category_defaults_and_interpolations(tmp_path, caplog):
+  spec = tmp_path / "chair.yaml"
+  spec.write_text("results_dir: /results/chair\n"
+                  "dataset:\n  category: chair\n  input_res: [256, 384]\n  output_res: [64, 96]\n"
+                  "train:\n  validation_interval: 20\n  checkpoint_interval: ${train.validation_interval}\n"
+                  "  results_dir: ${results_dir}/train\n")
+  config = tao_spec.load_tao_spec(str(spec))
+  assert config.dataset.num_symmetry == 4  # configs/chair.py's, as TAO forces for chair
+  assert config.train.checkpoint_interval == 20 and config.train.results_dir == "/results/chair/train"
+  assert config.dataset.input_res == (256, 384)
+  spec.write_text("dataset:\n  category: chair\n  num_symmetry: 1\ntrain:\n  num_epochs: ${train.nope}\n")
+  with pytest.raises(tao_spec.SpecError, match=r"train\.num_epochs: '\$\{train\.nope\}' refers to train\.nope"):
+    tao_spec.load_tao_spec(str(spec))
+  spec.write_text("dataset:\n  category: chair\n  num_symmetry: 1\n")
+  assert tao_spec.load_tao_spec(str(spec)).dataset.num_symmetry == 1  # as written, with a warning
+  assert "TAO ignores the spec's value and uses 4" in caplog.text

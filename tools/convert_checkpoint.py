@@ -2,12 +2,15 @@
 
   python tools/convert_checkpoint.py --checkpoint model.pth --arch DLA34 --out results/tao_dla34
 
---checkpoint is a TAO Lightning `.pth` (reading it needs torch) or an `.npz` of its state_dict (no torch:
-np.savez('model.npz', **{k: v.numpy() for k, v in torch.load('model.pth', weights_only=False)['state_dict']
-.items()})). The model is TAO's default for --arch (ConvGRU on, head_conv 256). Writes the variables
-({'params', 'batch_stats'}) with orbax's StandardCheckpointer to OUT/variables and a summary to
-OUT/conversion.json. Unknown, missing or misshaped keys stop with the full list; an encrypted TAO checkpoint
-must be decrypted by TAO first.
+--checkpoint is a TAO Lightning `.pth`, a plain PyTorch state_dict `.pth` or an `.npz` of a state_dict, read
+without torch and without running code from the file (`centerpose_jax.convert.pth_reader`; a file whose pickle
+would call anything but tensor and container builders is refused, naming what it calls). The model is TAO's
+default for --arch (ConvGRU on, head_conv 256). Writes the variables ({'params', 'batch_stats'}) with orbax's
+StandardCheckpointer to OUT/variables and a summary to OUT/conversion.json. Unknown, missing or misshaped keys
+stop with the full list; an encrypted TAO checkpoint must be decrypted by TAO first.
+
+Converting is optional: every `checkpoint` option (and `train.pretrained_model_path`,
+`model.backbone.pretrained_backbone_path`) also takes the `.pth` / `.npz` itself and converts it on the fly.
 """
 
 import argparse
@@ -18,6 +21,7 @@ import sys
 import jax
 import orbax.checkpoint as ocp
 
+from centerpose_jax import errors
 from centerpose_jax.convert import pytorch
 from centerpose_jax.models import centerpose
 
@@ -57,8 +61,7 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   try:
     summary = convert(args.checkpoint, args.arch, args.out, args.overwrite)
-  except (pytorch.ConversionError, pytorch.EncryptedCheckpointError, FileNotFoundError, FileExistsError,
-          ImportError) as error:
+  except (errors.CenterPoseError, FileExistsError) as error:
     print(f"error: {error}", file=sys.stderr)
     return 2
   print(f"converted {summary['keys_converted']} keys ({summary['keys_unused']} unused TAO keys skipped, "

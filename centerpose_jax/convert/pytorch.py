@@ -4,13 +4,15 @@ The Flax module tree mirrors TAO's state_dict key paths (every dotted component 
 indices included), so the mapping is derived from the model's own variable tree: each leaf
 (collection, module path, leaf name) gives one TAO key and a layout rule from `LEAF_RULES`. Keys that TAO
 stores but the model does not use are an explicit allow-list (`UNUSED_TAO_KEYS`). Anything else unknown,
-missing or wrongly shaped stops the conversion with the full list. The conversion itself is numpy-only;
-reading a `.pth` file needs torch (imported only then).
+missing or wrongly shaped stops the conversion with the full list. Everything here is numpy: `.pth` files are
+read by `pth_reader`, which needs no torch and runs no code from the file.
 """
 
 import dataclasses
+import functools
 import pathlib
 import re
+import zipfile
 from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple
 
 import jax
@@ -21,6 +23,7 @@ from flax import traverse_util
 from flax.core import meta
 
 from centerpose_jax import errors
+from centerpose_jax.convert import pth_reader
 
 StateDict = Dict[str, np.ndarray]
 Variables = Dict[str, Any]
@@ -41,7 +44,10 @@ PRETRAINED_SOURCES = {
 
 
 class ConversionError(errors.CenterPoseError, ValueError):
-  """A state_dict that does not match the model: lists every unknown, missing and misshaped key."""
+  """A state_dict that does not match the model: the unknown, missing and misshaped keys (all in the
+  attributes; the message shows the first MAX_LISTED of each kind and counts the rest)."""
+
+  MAX_LISTED = 20
 
   def __init__(self, message: str, unknown=(), missing=(), misshaped=()):
     self.unknown, self.missing, self.misshaped = list(unknown), list(missing), list(misshaped)
@@ -50,12 +56,18 @@ class ConversionError(errors.CenterPoseError, ValueError):
                          ("wrongly shaped keys", self.misshaped)):
       if items:
         lines.append(f"{len(items)} {title}:")
-        lines.extend(f"  {item}" for item in items)
+        lines.extend(f"  {item}" for item in items[:self.MAX_LISTED])
+        if len(items) > self.MAX_LISTED:
+          lines.append(f"  ... and {len(items) - self.MAX_LISTED} more")
     super().__init__("\n".join(lines))
 
 
 class EncryptedCheckpointError(errors.CenterPoseError, ValueError):
   """A TAO checkpoint whose state_dict is encrypted with NVIDIA's proprietary codec."""
+
+
+class WeightsFileError(errors.CenterPoseError, FileNotFoundError):
+  """A weights file that does not exist (the message says where to get it, when we know)."""
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -185,32 +197,35 @@ def _to_numpy(value: Any) -> np.ndarray:
   return np.asarray(value)
 
 
-def read_state_dict(path) -> StateDict:
-  """The state_dict stored in `path`, as numpy arrays with the file's keys.
+def is_npz(path) -> bool:
+  """Whether `path` is a numpy `.npz` archive (a zip of `.npy` arrays), by content."""
+  if not zipfile.is_zipfile(path):
+    return False
+  with zipfile.ZipFile(path) as archive:
+    names = archive.namelist()
+  return bool(names) and all(name.endswith(".npy") for name in names)
 
-  `.npz`: the arrays of the file (e.g. `np.savez(f, **{k: v.numpy() for k, v in state_dict.items()})`),
-  read without torch. Any other file is read with `torch.load` (torch needed): a TAO Lightning checkpoint
-  (its `state_dict`), a bare state_dict, or a dict holding one under `model`.
+
+def read_state_dict(path) -> StateDict:
+  """The state_dict stored in `path`, as numpy arrays with the file's keys; never imports torch.
+
+  The format is detected from the content: an `.npz` of arrays (read with `allow_pickle=False`), or a
+  PyTorch `torch.save` file read by `pth_reader` (no code from the file runs): a TAO Lightning checkpoint (its
+  `state_dict`), a bare state_dict, or a dict holding one under `model`.
+
+  Raises:
+    WeightsFileError: no file at `path`.
+    pth_reader.PthError: not a readable checkpoint (UnsafePickleError: its pickle would run code).
+    EncryptedCheckpointError: a TAO checkpoint encrypted with NVIDIA's codec.
   """
   path = pathlib.Path(path)
   if not path.is_file():
-    raise FileNotFoundError(f"checkpoint file not found: {path}")
-  if path.suffix == ".npz":
+    raise WeightsFileError(f"{path}: no such checkpoint file")
+  if is_npz(path):
     with np.load(path, allow_pickle=False) as data:
       checkpoint = {key: data[key] for key in data.files}
   else:
-    try:
-      import torch  # pylint: disable=g-import-not-at-top
-    except ImportError as error:
-      raise ImportError(
-          f"reading {path.name} needs PyTorch (pip install torch --index-url "
-          "https://download.pytorch.org/whl/cpu). Without it, save the state_dict as .npz where torch is "
-          "available: np.savez('model.npz', **{k: v.numpy() for k, v in "
-          "torch.load('model.pth', map_location='cpu', weights_only=False)['state_dict'].items()})"
-      ) from error
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    if "state_dict" not in checkpoint and isinstance(checkpoint.get("model"), Mapping):
-      checkpoint = checkpoint["model"]
+    checkpoint = pth_reader.state_dict_from_checkpoint(pth_reader.load(path), path)
   return {key: _to_numpy(value) for key, value in extract_state_dict(checkpoint).items()}
 
 
@@ -222,6 +237,12 @@ def model_variable_shapes(model, image_size: int = 64) -> Variables:
   """Shapes (jax.ShapeDtypeStruct) of `model`'s variables, without running the init."""
   x = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
   return jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x, train=False))
+
+
+@functools.lru_cache(maxsize=8)
+def _model_key_plan(model) -> Dict[str, LeafPlan]:
+  """`tao_key_plan` of `model`'s variable shapes (Flax modules compare and hash by their fields); read-only."""
+  return tao_key_plan(model_variable_shapes(model))
 
 
 def _default_model(arch: str):
@@ -260,7 +281,7 @@ def convert_state_dict(state_dict: Mapping[str, Any], arch: str, *, model=None) 
   if isinstance(state_dict, (bytes, bytearray)):
     extract_state_dict({"state_dict": state_dict})  # raises the encryption message
   state_dict = strip_wrapper_prefixes(extract_state_dict(state_dict))
-  plan = tao_key_plan(model_variable_shapes(model or _default_model(arch)))
+  plan = _model_key_plan(model or _default_model(arch))
   unused = [key for key in state_dict if key not in plan and is_unused_tao_key(key)]
   unknown = sorted(key for key in state_dict if key not in plan and not is_unused_tao_key(key))
   missing = sorted(key for key in plan if key not in state_dict)
@@ -344,26 +365,35 @@ def _split_fused_qkv(state_dict: Mapping[str, np.ndarray]) -> StateDict:
   return split
 
 
-def load_pretrained_backbone(variables: Mapping[str, Any], path, arch: str) -> PretrainedBackbone:
+def load_pretrained_backbone(variables: Mapping[str, Any], source, arch: str) -> PretrainedBackbone:
   """Loads an ImageNet classification checkpoint into the backbone (`base`) of `variables`.
 
   DLA34: `dla34-ba72cf86.pth` (keys without `base.`, with `fc.*`; timm's `dla34` has the same layout).
   FAN: a TAO/NGC FAN hybrid classification file (keys possibly under `backbone.`/`module.`, with the
   classifier's `norm.*`/`head.*`; TAO's `out_norm*` and `learnable_downsample.*` are not in it).
-  `.npz` files of such state_dicts work without torch.
+  A whole CenterPose state_dict (keys under `base.`) works too: its backbone is taken.
+
+  Args:
+    variables: the model's variables; the `base` leaves found in the source are replaced.
+    source: a `.pth` / `.npz` file (`read_state_dict`), or an already read state_dict (name -> array).
+    arch: the backbone (`model.backbone.model_type`).
 
   Raises:
-    FileNotFoundError: no file at `path` (the message says where to get one).
+    WeightsFileError: no file at `source` (the message says where to get one).
     ConversionError: no key matched the backbone, or a matched key has the wrong shape.
   """
-  path = pathlib.Path(path)
   family = "DLA34" if arch == "DLA34" else "fan"
-  if not path.is_file():
-    raise FileNotFoundError(
-        f"pretrained {arch} backbone weights not found at {path}: download {PRETRAINED_SOURCES[family]} and "
-        "point model.backbone.pretrained_backbone_path at it")
+  if isinstance(source, Mapping):
+    state_dict, path = source, "the given state_dict"
+  else:
+    path = pathlib.Path(source)
+    if not path.is_file():
+      raise WeightsFileError(
+          f"pretrained {arch} backbone weights not found at {path}: download {PRETRAINED_SOURCES[family]} and "
+          "point model.backbone.pretrained_backbone_path at it")
+    state_dict = read_state_dict(path)
   file_state = {}
-  for key, value in read_state_dict(path).items():
+  for key, value in state_dict.items():
     key = _normalise_pretrained_key(key)
     if key is not None:
       file_state[BACKBONE_PREFIX + key] = value

@@ -45,27 +45,30 @@ def crop_border(border, size) -> int:
   return border // divisor
 
 
-def letterbox_crop(width, height) -> CropParams:
-  """The whole image, letterboxed: centre (W/2, H/2) and side max(H, W) (evaluation and inference)."""
-  center, scale = transforms.letterbox_center_scale(height, width)
+def letterbox_crop(width, height, *, input_size) -> CropParams:
+  """The whole image of `width` x `height` pixels letterboxed into `input_size` (width, height) pixels
+  (`transforms.letterbox`; evaluation and inference)."""
+  center, scale = transforms.letterbox((width, height), input_size)
   return CropParams(center=center, scale=scale, rot_deg=0.0, flipped=False)
 
 
-def sample_crop(rng, width, height, *, random_crop=True, flip_probability=0.5, rotation_probability=0.0,
-                max_rotation_deg=0.0) -> CropParams:
+def sample_crop(rng, width, height, *, input_size, random_crop=True, flip_probability=0.5,
+                rotation_probability=0.0, max_rotation_deg=0.0) -> CropParams:
   """A training crop as TAO draws it (§2.2), from the numpy Generator `rng`.
 
   Args:
     rng: np.random.Generator for this sample.
     width, height: image size in pixels.
-    random_crop: TAO's default (`not_rand_crop=False`): side = max(H, W) times one of `CROP_SCALE_FACTORS`, centre
-      uniform over the image minus `crop_border`. False keeps the letterbox (centre and side of `letterbox_crop`), i.e.
-      TAO's `not_rand_crop=True` path with shift = scale = 0, as the reference fixtures were made.
+    input_size: (width, height) of the network input in pixels.
+    random_crop: TAO's default (`not_rand_crop=False`): side = the letterbox side (max(H, W) for a square
+      input) times one of `CROP_SCALE_FACTORS`, centre uniform over the image minus `crop_border`. False keeps
+      the letterbox (`letterbox_crop`), i.e. TAO's `not_rand_crop=True` path with shift = scale = 0, as the
+      reference fixtures were made.
     flip_probability: chance of a horizontal flip (the centre x becomes W - x - 1).
     rotation_probability: chance (`dataset.aug_rot`) of a rotation drawn from U(-max, max) degrees.
     max_rotation_deg: the rotation bound in degrees.
   """
-  crop = letterbox_crop(width, height)
+  crop = letterbox_crop(width, height, input_size=input_size)
   center, scale = crop.center.copy(), crop.scale
   if random_crop:
     scale *= float(rng.choice(CROP_SCALE_FACTORS))

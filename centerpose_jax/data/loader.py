@@ -4,12 +4,13 @@ A *source* is any random-access sequence (len + integer indexing, picklable) of 
 `image_bytes`, `annotation` (parsed JSON dict) and `path` (see `discovery.RawSample`): a dataset folder
 (`discovery.FolderSamples`) or packed ArrayRecord shards (`tfds_builder.PackedSamples`).
 
-Training batch (B = dataset.batch_size x local devices, S symmetry copies, M = max_objs, J = 8, R = input / 4):
-  input f32 [B, H, W, 3] (normalised BGR); hm f32 [B, S, R, R, 1]; hm_hp f32 [B, S, R, R, J];
+Training batch (B = dataset.batch_size x local devices, S symmetry copies, M = max_objs, J = 8, input H x W,
+output grid h x w = input / 4):
+  input f32 [B, H, W, 3] (normalised BGR); hm f32 [B, S, h, w, 1]; hm_hp f32 [B, S, h, w, J];
   wh, reg f32 [B, S, M, 2]; scale f32 [B, S, M, 3]; hps, hps_mask f32 [B, S, M, 2J]; ind int32 [B, S, M];
   reg_mask f32 [B, S, M]; hp_offset f32 [B, S, M*J, 2]; hp_ind int32 [B, S, M*J]; hp_mask f32 [B, S, M*J];
   sample_weight f32 [B].
-`ind` and `hp_ind` index the flattened grid as y * R + x. A sample whose image cannot be decoded is emitted with
+`ind` and `hp_ind` index the flattened grid as y * w + x. A sample whose image cannot be decoded is emitted with
 all-zero input and targets and `sample_weight` 0 (batch shapes stay static, the epoch keeps its length) and is
 counted by the iterator (`failed_samples`).
 
@@ -23,16 +24,18 @@ import math
 from typing import Dict, Iterator, List, Optional, Sequence
 
 from absl import flags
-import cv2
 import grain.python as grain
 import jax
 import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec
 
+from centerpose_jax import errors
+from centerpose_jax import config as config_lib
 from centerpose_jax.data import annotations
 from centerpose_jax.data import augment
 from centerpose_jax.data import discovery
+from centerpose_jax.data import images
 from centerpose_jax.data import targets as targets_lib
 from centerpose_jax.data import tfds_builder
 
@@ -43,9 +46,12 @@ _PREFETCH_BATCHES = 2
 
 @dataclasses.dataclass(frozen=True)
 class SampleSettings:
-  """Everything the per-sample encoder needs, as plain values (cheap to send to worker processes)."""
-  input_res: int
-  output_res: int
+  """Everything the per-sample encoder needs, as plain values (cheap to send to worker processes).
+
+  `input_size` and `output_size` are (width, height) in pixels of the network input and of the output grid.
+  """
+  input_size: tuple
+  output_size: tuple
   max_objs: int
   num_joints: int
   num_symmetry: int
@@ -68,8 +74,8 @@ class SampleSettings:
     """Settings from the `dataset` section of the config (TAO field names)."""
     d = dataset_config
     return cls(
-        input_res=int(d.input_res), output_res=int(d.output_res), max_objs=int(d.max_objs),
-        num_joints=int(d.num_joints), num_symmetry=targets_lib.symmetry_count(d.category, d.num_symmetry),
+        input_size=config_lib.input_size(d), output_size=config_lib.output_size(d), max_objs=int(d.max_objs),
+        num_joints=int(d.num_joints), num_symmetry=int(d.num_symmetry),
         mean=tuple(d.mean), std=tuple(d.std), eig_val=tuple(d.eig_val), eig_vec=tuple(map(tuple, d.eig_vec)),
         flip_idx=tuple(map(tuple, d.flip_idx)), center_3d=bool(d.center_3D), obj_scale=bool(d.obj_scale),
         use_absolute_scale=bool(d.use_absolute_scale), random_crop=not d.not_rand_crop,
@@ -77,21 +83,12 @@ class SampleSettings:
         max_rotation_deg=float(d.rotate), color_augmentation=not d.no_color_aug)
 
 
-def decode_image(image_bytes) -> Optional[np.ndarray]:
-  """uint8 BGR [H, W, 3] of an encoded image (as cv2.imread), or None when it cannot be decoded."""
-  try:
-    image = cv2.imdecode(np.frombuffer(image_bytes, dtype=np.uint8), cv2.IMREAD_COLOR)
-  except cv2.error:
-    return None
-  return image if image is not None and image.size else None
-
-
 def _empty_sample(settings: SampleSettings, with_targets: bool) -> Dict[str, np.ndarray]:
-  sample = {"input": np.zeros((settings.input_res, settings.input_res, 3), np.float32),
-            "sample_weight": np.float32(0.0)}
+  width, height = settings.input_size
+  sample = {"input": np.zeros((height, width, 3), np.float32), "sample_weight": np.float32(0.0)}
   if with_targets:
     sample.update(targets_lib.empty_targets(settings.num_symmetry, settings.max_objs, settings.num_joints,
-                                            settings.output_res))
+                                            settings.output_size))
   return sample
 
 
@@ -109,27 +106,27 @@ def encode_sample(raw, settings: SampleSettings, rng=None, with_targets=True):
     the image cannot be decoded) and, if `with_targets`, the `targets.TARGET_KEYS`; `crop` is the
     `augment.CropParams` used (None if not decoded) and (width, height) the image size in pixels ((0, 0) then).
   """
-  image = decode_image(raw.image_bytes)
+  image = images.decode_image(raw.image_bytes)
   if image is None:
     logging.warning("cannot decode image %s: sample skipped (sample_weight 0)", raw.path)
     return _empty_sample(settings, with_targets), None, (0, 0)
   height, width = image.shape[:2]
   if rng is None:
-    crop = augment.letterbox_crop(width, height)
+    crop = augment.letterbox_crop(width, height, input_size=settings.input_size)
   else:
-    crop = augment.sample_crop(rng, width, height, random_crop=settings.random_crop,
+    crop = augment.sample_crop(rng, width, height, input_size=settings.input_size,
+                               random_crop=settings.random_crop,
                                flip_probability=settings.flip_probability,
                                rotation_probability=settings.rotation_probability,
                                max_rotation_deg=settings.max_rotation_deg)
   color_rng = rng if (rng is not None and settings.color_augmentation) else None
-  sample = {"input": augment.make_input(image, crop, (settings.input_res, settings.input_res), settings.mean,
-                                        settings.std, rng=color_rng, eig_val=settings.eig_val,
-                                        eig_vec=settings.eig_vec),
+  sample = {"input": augment.make_input(image, crop, settings.input_size, settings.mean, settings.std,
+                                        rng=color_rng, eig_val=settings.eig_val, eig_vec=settings.eig_vec),
             "sample_weight": np.float32(1.0)}
   if with_targets:
     sample.update(targets_lib.encode_targets(
         raw.annotation, width, height, crop, num_symmetry=settings.num_symmetry, max_objs=settings.max_objs,
-        output_res=settings.output_res, flip_idx=settings.flip_idx, center_3d=settings.center_3d,
+        output_size=settings.output_size, flip_idx=settings.flip_idx, center_3d=settings.center_3d,
         obj_scale=settings.obj_scale, use_absolute_scale=settings.use_absolute_scale,
         num_joints=settings.num_joints))
   return sample, crop, (width, height)
@@ -205,17 +202,35 @@ def open_source(path):
   return discovery.FolderSamples(path)
 
 
-def check_dataset(source, dataset_config, *, needs_evaluation=False):
-  """Validates every label before training; returns the source to train on.
+class DatasetTooSmallError(errors.CenterPoseError, ValueError):
+  """Fewer training samples per process than one batch."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckedDataset:
+  """What `check_dataset` leaves to train or evaluate on.
+
+  Attributes:
+    source: the samples to use (all of them, or the valid ones with `dataset.skip_invalid`).
+    report: the validation (`annotations.DatasetReport`).
+    skipped: invalid samples left out (0 unless `dataset.skip_invalid`).
+  """
+  source: Sequence
+  report: annotations.DatasetReport
+  skipped: int
+
+
+def check_dataset(source, dataset_config, *, needs_evaluation=False) -> CheckedDataset:
+  """Validates every label and decodes every image before training or evaluation.
 
   Raises `annotations.DatasetError` listing every problem, unless `dataset_config.skip_invalid`, in which case
-  the invalid samples are left out with one warning listing them (returns a `discovery.SubsetSamples`).
+  the invalid samples are left out with one warning listing them (the source becomes a
+  `discovery.SubsetSamples`).
   """
-  num_symmetry = targets_lib.symmetry_count(dataset_config.category, dataset_config.num_symmetry)
-  report = annotations.validate_source(source, needs_symmetry=num_symmetry > 1,
+  report = annotations.validate_source(source, needs_symmetry=int(dataset_config.num_symmetry) > 1,
                                        needs_evaluation=needs_evaluation)
   if not report.problems:
-    return source
+    return CheckedDataset(source, report, 0)
   if not dataset_config.skip_invalid:
     raise annotations.DatasetError(report.problems, header=f"invalid dataset, {len(report.invalid_indices)} of "
                                    f"{report.num_samples} samples (set dataset.skip_invalid=True to skip them)")
@@ -224,7 +239,7 @@ def check_dataset(source, dataset_config, *, needs_evaluation=False):
     raise annotations.DatasetError(report.problems, header="no valid sample left")
   logging.warning("skipping %d invalid samples of %d (dataset.skip_invalid):\n%s", len(report.invalid_indices),
                   report.num_samples, "\n".join(report.problems))
-  return discovery.SubsetSamples(source, valid)
+  return CheckedDataset(discovery.SubsetSamples(source, valid), report, len(report.invalid_indices))
 
 
 class TrainIterator:
@@ -297,8 +312,9 @@ class TrainLoader:
     self.samples_per_shard = len(source) // self.shard_count
     self.steps_per_epoch = self.samples_per_shard // self.batch_size
     if self.steps_per_epoch == 0:
-      raise ValueError(f"{len(source)} samples over {self.shard_count} processes give no full batch of "
-                       f"{self.batch_size} (dataset.batch_size x {devices} devices)")
+      raise DatasetTooSmallError(
+          f"{len(source)} samples over {self.shard_count} processes give no full batch of {self.batch_size} "
+          f"(dataset.batch_size x {devices} devices): lower dataset.batch_size or add samples")
 
   def epoch_indices(self, epoch: int) -> grain.MapDataset:
     """Source indices this process visits in `epoch`, in order (a grain MapDataset of ints)."""

@@ -1,9 +1,9 @@
 """Training targets exactly as TAO encodes them (reference-behavior §2.5-§2.6), in NHWC.
 
-Shapes for one sample (S = symmetry copies, M = max_objs, J = 8 joints, R = output grid side, input / 4):
-  hm [S, R, R, 1], hm_hp [S, R, R, J], wh / reg [S, M, 2], scale [S, M, 3], hps / hps_mask [S, M, 2J],
+Shapes for one sample (S = symmetry copies, M = max_objs, J = 8 joints, output grid (w, h) = input / 4):
+  hm [S, h, w, 1], hm_hp [S, h, w, J], wh / reg [S, M, 2], scale [S, M, 3], hps / hps_mask [S, M, 2J],
   ind / reg_mask [S, M], hp_offset [S, M*J, 2], hp_ind / hp_mask [S, M*J].
-Index arrays are int32 and masks float32; `ind` and `hp_ind` index the flattened grid as y * R + x.
+Index arrays are int32 and masks float32; `ind` and `hp_ind` index the flattened grid as y * w + x.
 
 TAO's quirks are kept on purpose: 2D corners are truncated to integers in image pixels and again on the grid
 (so `hps` are integers and `hp_offset` is always 0); the centre is the centre of the clipped 2D corner box
@@ -23,17 +23,10 @@ from centerpose_jax import geometry
 from centerpose_jax.data import transforms
 from centerpose_jax.data.augment import CropParams
 
-# Symmetry copies fixed by category (TAO hard-codes these Objectron categories).
-CATEGORY_SYMMETRY = {"chair": 4, "bottle": 12}
 SYMMETRIC_OBJECT_COPIES = 4  # copies of an object whose `symmetric` key is 'True'
 GAUSSIAN_MIN_OVERLAP = 0.7
 TARGET_KEYS = ("hm", "hm_hp", "wh", "reg", "scale", "hps", "hps_mask", "ind", "reg_mask", "hp_offset",
                "hp_ind", "hp_mask")
-
-
-def symmetry_count(category: str, num_symmetry: int) -> int:
-  """S, the number of symmetry copies of the targets: 4 for chair, 12 for bottle, else `num_symmetry`."""
-  return CATEGORY_SYMMETRY.get(category, int(num_symmetry))
 
 
 def gaussian_radius(height, width, min_overlap=GAUSSIAN_MIN_OVERLAP) -> float:
@@ -111,11 +104,11 @@ def object_copies(obj, num_symmetry: int) -> int:
   return num_symmetry
 
 
-def empty_targets(num_symmetry, max_objs, num_joints, output_res) -> Dict[str, np.ndarray]:
-  """All-zero targets of one sample (shapes in the module docstring)."""
-  s, m, j, r = num_symmetry, max_objs, num_joints, output_res
+def empty_targets(num_symmetry, max_objs, num_joints, output_size) -> Dict[str, np.ndarray]:
+  """All-zero targets of one sample (shapes in the module docstring); `output_size` (w, h) of the grid."""
+  s, m, j, (w, h) = num_symmetry, max_objs, num_joints, output_size
   return {
-      "hm": np.zeros((s, r, r, 1), np.float32), "hm_hp": np.zeros((s, r, r, j), np.float32),
+      "hm": np.zeros((s, h, w, 1), np.float32), "hm_hp": np.zeros((s, h, w, j), np.float32),
       "wh": np.zeros((s, m, 2), np.float32), "reg": np.zeros((s, m, 2), np.float32),
       "scale": np.zeros((s, m, 3), np.float32), "hps": np.zeros((s, m, 2 * j), np.float32),
       "hps_mask": np.zeros((s, m, 2 * j), np.float32), "ind": np.zeros((s, m), np.int32),
@@ -125,7 +118,7 @@ def empty_targets(num_symmetry, max_objs, num_joints, output_res) -> Dict[str, n
 
 
 def encode_targets(annotation, width: int, height: int, crop: CropParams, *, num_symmetry: int, max_objs: int,
-                   output_res: int, flip_idx=geometry.FLIP_IDX, center_3d: bool = False, obj_scale: bool = True,
+                   output_size, flip_idx=geometry.FLIP_IDX, center_3d: bool = False, obj_scale: bool = True,
                    use_absolute_scale: bool = False, num_joints: int = 8) -> Dict[str, np.ndarray]:
   """The targets of one labelled image (shapes in the module docstring).
 
@@ -133,18 +126,19 @@ def encode_targets(annotation, width: int, height: int, crop: CropParams, *, num
     annotation: the parsed CenterPose JSON label (validated by `annotations.validate_annotation`).
     width, height: size of the decoded image in pixels (not the JSON's).
     crop: the crop the input was made with (`augment.sample_crop` / `augment.letterbox_crop`).
-    num_symmetry: S (`symmetry_count`).
+    num_symmetry: S (`dataset.num_symmetry`).
     max_objs: M; objects after the first M are ignored.
-    output_res: R, the output grid side (input_res / 4).
+    output_size: (w, h) of the output grid (the input size / 4).
     flip_idx: 1-based corner pairs swapped by a horizontal flip.
     center_3d: put the centre at the projected 3D centre (`projected_cuboid[0]`) instead of the 2D box centre.
     obj_scale, use_absolute_scale: scale target |scale| / scale[1] (or |scale|), or none.
     num_joints: J, the 8 cuboid corners.
   """
-  maps = empty_targets(num_symmetry, max_objs, num_joints, output_res)
-  heatmaps = np.zeros((num_symmetry, 1, output_res, output_res), np.float32)  # drawn [S, C, R, R], stored NHWC
-  joint_heatmaps = np.zeros((num_symmetry, num_joints, output_res, output_res), np.float32)
-  to_grid = transforms.affine_transform_matrix(crop.center, crop.scale, crop.rot_deg, (output_res, output_res))
+  grid_w, grid_h = output_size
+  maps = empty_targets(num_symmetry, max_objs, num_joints, output_size)
+  heatmaps = np.zeros((num_symmetry, 1, grid_h, grid_w), np.float32)  # drawn [S, C, h, w], stored NHWC
+  joint_heatmaps = np.zeros((num_symmetry, num_joints, grid_h, grid_w), np.float32)
+  to_grid = transforms.affine_transform_matrix(crop.center, crop.scale, crop.rot_deg, output_size)
   flip_order = geometry.flip_permutation(flip_idx, num_joints)
   projection = annotation.get("camera_data", {}).get("camera_projection_matrix")
   for k, obj in enumerate(annotation["objects"][:max_objs]):
@@ -155,7 +149,7 @@ def encode_targets(annotation, width: int, height: int, crop: CropParams, *, num
       else:
         cuboid = symmetric_copy_cuboid(obj, projection, copy_index, num_symmetry, width, height)
       _encode_object(maps, heatmaps[copy_index, 0], joint_heatmaps[copy_index], copy_index, k, obj, cuboid,
-                     width, height, crop, to_grid, flip_order, output_res, center_3d, obj_scale,
+                     width, height, crop, to_grid, flip_order, output_size, center_3d, obj_scale,
                      use_absolute_scale)
   maps["hm"] = np.ascontiguousarray(heatmaps.transpose(0, 2, 3, 1))
   maps["hm_hp"] = np.ascontiguousarray(joint_heatmaps.transpose(0, 2, 3, 1))
@@ -168,8 +162,8 @@ def _object_scale(scale, use_absolute_scale) -> np.ndarray:
 
 
 def _encode_object(maps, heatmap, joint_heatmaps, s, k, obj, cuboid, width, height, crop, to_grid, flip_order,
-                   output_res, center_3d, obj_scale, use_absolute_scale) -> None:
-  """Writes copy `s` of object `k` into `maps` and the [R, R] / [J, R, R] heatmaps (TAO data_feeder l.256-408).
+                   output_size, center_3d, obj_scale, use_absolute_scale) -> None:
+  """Writes copy `s` of object `k` into `maps` and the [h, w] / [J, h, w] heatmaps (TAO data_feeder l.256-408).
 
   `cuboid` [9, 2] pixels: centre then the 8 corners, float (annotation) or int (re-projected copy).
   """
@@ -181,9 +175,10 @@ def _encode_object(maps, heatmap, joint_heatmaps, s, k, obj, cuboid, width, heig
     points[:, 0] = width - points[:, 0] - 1
     points, visibility = points[flip_order], visibility[flip_order]
 
+  grid_w, grid_h = output_size
   grid_points = _affine_points(points, to_grid)
   box = np.clip([grid_points[:, 0].min(), grid_points[:, 1].min(), grid_points[:, 0].max(),
-                 grid_points[:, 1].max()], 0, output_res - 1)
+                 grid_points[:, 1].max()], 0, [grid_w - 1, grid_h - 1, grid_w - 1, grid_h - 1])
   box_h, box_w = box[3] - box[1], box[2] - box[0]
 
   center_pixel = np.array(cuboid[0], dtype=np.float64)
@@ -198,7 +193,7 @@ def _encode_object(maps, heatmap, joint_heatmaps, s, k, obj, cuboid, width, heig
       center_pixel[0] = width - center_pixel[0] - 1
     center = _affine_points(center_pixel[None], to_grid)[0]
     center_int = center.astype(np.int32)
-    if not (0 <= center_int[0] < output_res and 0 <= center_int[1] < output_res):
+    if not (0 <= center_int[0] < grid_w and 0 <= center_int[1] < grid_h):
       return
   else:
     center = np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2], dtype=np.float32)
@@ -207,17 +202,17 @@ def _encode_object(maps, heatmap, joint_heatmaps, s, k, obj, cuboid, width, heig
   if obj_scale:
     maps["scale"][s, k] = _object_scale(obj["scale"], use_absolute_scale)
   maps["wh"][s, k] = box_w, box_h
-  maps["ind"][s, k] = center_int[1] * output_res + center_int[0]
+  maps["ind"][s, k] = center_int[1] * grid_w + center_int[0]
   maps["reg"][s, k] = center - center_int
   maps["reg_mask"][s, k] = 1
 
   grid_int = grid_points.astype(np.int64)  # the second truncation, on the grid
   num_joints = len(grid_int)
-  labelled = (visibility > 1) & np.all((grid_int >= 0) & (grid_int < output_res), axis=1)
+  labelled = (visibility > 1) & np.all((grid_int >= 0) & (grid_int < [grid_w, grid_h]), axis=1)
   slots = k * num_joints + np.arange(num_joints)
   maps["hps"][s, k] = np.where(labelled[:, None], grid_int - center_int, 0).reshape(-1)
   maps["hps_mask"][s, k] = np.repeat(labelled, 2)
-  maps["hp_ind"][s, slots] = np.where(labelled, grid_int[:, 1] * output_res + grid_int[:, 0], 0)
+  maps["hp_ind"][s, slots] = np.where(labelled, grid_int[:, 1] * grid_w + grid_int[:, 0], 0)
   maps["hp_mask"][s, slots] = labelled  # hp_offset stays 0: the points are already integers
   for j in np.flatnonzero(labelled):
     draw_gaussian(joint_heatmaps[j], grid_int[j], radius)

@@ -81,25 +81,22 @@ def normalize_image(image, mean, std, color_transform=None) -> np.ndarray:
   return cv2.transform(np.asarray(image, dtype=np.float32), combined)
 
 
-def letterbox_center_scale(height, width):
-  """Test-time crop of an image of `height` x `width` pixels: centre (W/2, H/2) [2] and side max(H, W)."""
-  return np.array([width / 2.0, height / 2.0], dtype=np.float32), float(max(height, width))
+def letterbox(image_size, input_size):
+  """The letterbox of an image into the network input: the whole image, centred, aspect ratio kept.
 
-
-def preprocess_image(image_bgr, input_size, mean, std):
-  """Test-time input: the whole image letterboxed (aspect kept, centred, black bars) and normalised.
+  The one letterbox of training (the base of every crop), evaluation and inference. For a square input it is
+  TAO's: centre (W/2, H/2) and side max(W, H). For a non-square input the side (the source length mapped onto
+  the input width, see `affine_transform_matrix`) is max(W, H * input_w / input_h), so that the image fits both
+  ways.
 
   Args:
-    image_bgr: uint8 [H, W, 3] BGR image.
-    input_size: (height, width) of the network input in pixels.
-    mean, std: [3] BGR normalisation statistics (in [0, 1] units).
+    image_size: (width, height) of the image in pixels.
+    input_size: (width, height) of the network input in pixels.
 
   Returns:
-    (input float32 [height, width, 3] normalised BGR, center [2] pixels, scale pixels), where center and scale
-    define the affine (see `affine_transform_matrix`) whose inverse maps network outputs back to the image.
+    (center [2] float32 (x, y) image pixels, scale: the side in image pixels).
   """
-  height, width = image_bgr.shape[:2]
-  center, scale = letterbox_center_scale(height, width)
-  output_size = (input_size[1], input_size[0])
-  matrix = affine_transform_matrix(center, scale, 0.0, output_size)
-  return normalize_image(warp_image(image_bgr, matrix, output_size), mean, std), center, scale
+  width, height = image_size
+  input_width, input_height = input_size
+  scale = max(float(width), float(height) * input_width / input_height)
+  return np.array([width / 2.0, height / 2.0], dtype=np.float32), scale

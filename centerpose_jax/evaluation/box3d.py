@@ -108,7 +108,8 @@ def _clip_polygons(polygons, counts, normals, offsets):
   """One Sutherland-Hodgman step: keep the part of each convex polygon where offsets + normals . p >= 0.
 
   Args:
-    polygons: [M, V, 3] vertices in order; slots >= counts repeat the last vertex.
+    polygons: [M, V, 3] vertices in order; slots >= counts repeat the last vertex (the origin when a count
+      is 0, so an emptied polygon adds nothing to `_x_moments`).
     counts: [M] number of vertices.
     normals, offsets: [M, 3] and [M], one half-space per polygon.
   Returns:
@@ -133,7 +134,7 @@ def _clip_polygons(polygons, counts, normals, offsets):
   points = previous + fraction[:, None] * (current - previous)
   rank = np.arange(len(emitted)) - (np.cumsum(new_counts) - new_counts)[row]
   fits = rank < capacity
-  clipped = np.empty_like(polygons)
+  clipped = np.zeros_like(polygons)  # never uninitialised: an emptied polygon reads its slot 0 below
   clipped[row[fits], rank[fits]] = points[fits]
   new_counts = np.minimum(new_counts, capacity)
   last = clipped[np.arange(rows), np.maximum(new_counts - 1, 0)]

@@ -29,10 +29,13 @@ Two modes (docs/differences-from-tao.md, "Evaluation", explains each difference)
 In both modes a frame uses its own image size (TAO divides a whole batch by the last JSON's size; pass that
 `width`/`height` to reproduce it). Ground truth without `visibility` is treated as fully visible (1.0).
 The relative-scale prediction is brought to metres with the AR ground plane as TAO (`AR_data` plane centre
-and normal); when `AR_data` is absent or its normal is zero, the predicted box is scaled so that its height
-equals the matched ground truth's height (`scale[1]`). `use_absolute_scale=True` takes the boxes as metric.
+and normal); when `AR_data` is absent or its normal is zero (custom and Isaac Sim data), the predicted box is
+scaled so that its height equals the matched ground truth's height (`scale[1]`). `use_absolute_scale=True`
+takes the boxes as metric. Each frame's source is in its row (`scale_source`) and counted in `finalize()`'s
+`scale_sources`.
 """
 
+import collections
 import math
 
 import numpy as np
@@ -130,6 +133,7 @@ class Evaluator:
     Returns:
       The frame's row, as in finalize()'s per_image: image_id, width, height, num_gt (objects in the JSON),
       num_gt_counted (its share of the recall denominator), evaluated (False when TAO mode skips it),
+      scale_source (how predictions are brought to metres: "absolute", "ar_plane" or "gt_height"),
       predictions (one record per prediction, in input order).
     """
     camera = annotation["camera_data"]
@@ -137,7 +141,8 @@ class Evaluator:
     height = float(camera["height"] if height is None else height)
     truth = _GroundTruth(annotation, width, height)
     row = {"image_id": len(self._rows) if image_id is None else image_id, "width": width, "height": height,
-           "num_gt": len(truth), "num_gt_counted": 0, "evaluated": True, "predictions": []}
+           "num_gt": len(truth), "num_gt_counted": 0, "evaluated": True, "scale_source": self._scale_source(truth),
+           "predictions": []}
     self._rows.append(row)
     visible = truth.visible()
     if self.tao_compatible and not visible.any():
@@ -204,12 +209,13 @@ class Evaluator:
     for record in records:
       prediction, gt = predictions[record["index"]], record["matched_gt"]
       box = np.asarray(prediction["point_3d_cam"], dtype=np.float64).reshape(9, 3)
-      if self.use_absolute_scale:
-        factor, source = 1.0, "absolute"
-      elif truth.plane is not None:
-        factor, source = metrics.plane_scale(box, *truth.plane), "ar_plane"
+      source = self._scale_source(truth)
+      if source == "absolute":
+        factor = 1.0
+      elif source == "ar_plane":
+        factor = metrics.plane_scale(box, *truth.plane)
       else:
-        factor, source = truth.scales[gt, 1] / box3d.box_size(box)[1], "gt_height"
+        factor = truth.scales[gt, 1] / box3d.box_size(box)[1]
       boxes.append(box * factor)
       record.update(scale_factor=float(factor), scale_source=source, values={
           "pixel": metrics.projection_error_2d(record["points_2d"], truth.points_3d[gt],
@@ -221,6 +227,12 @@ class Evaluator:
       record["values"].update({name: float(results_3d[name][i]) for name in ("iou", "azimuth", "polar", "add",
                                                                              "adds")})
       record["rotation"] = int(results_3d["rotation"][i])
+
+  def _scale_source(self, truth) -> str:
+    """How a frame's predictions are brought to metres (see the module docstring)."""
+    if self.use_absolute_scale:
+      return "absolute"
+    return "ar_plane" if truth.plane is not None else "gt_height"
 
   def _miss_values(self) -> dict:
     """Metric values of a prediction that counts as a miss: TAO's worst values, or NaN (never a hit)."""
@@ -237,6 +249,8 @@ class Evaluator:
       means: {metric: mean over matched predictions} (TAO gives 0 when nothing matched, the default NaN);
       headline: {"3DIoU_AP@0.5": ap["iou"][10], "2DMPE": means["pixel"]};
       num_matched, num_gt (recall denominator), num_predictions (scored), num_images, num_images_evaluated;
+      scale_sources: {"ar_plane" | "gt_height" | "absolute": evaluated frames whose predictions were brought
+        to metres that way};
       settings: {num_symmetry, tao_compatible, use_absolute_scale};
       per_image: the rows of add_frame, with each prediction's record (status, matched_gt, score,
         scale_factor, scale_source, rotation and the metric values of matched predictions).
@@ -262,6 +276,7 @@ class Evaluator:
         "num_predictions": len(confidence),
         "num_images": len(self._rows),
         "num_images_evaluated": sum(row["evaluated"] for row in self._rows),
+        "scale_sources": dict(collections.Counter(row["scale_source"] for row in self._rows if row["evaluated"])),
         "settings": {"num_symmetry": self.num_symmetry, "tao_compatible": self.tao_compatible,
                      "use_absolute_scale": self.use_absolute_scale},
         "per_image": [_public_row(row) for row in self._rows],

@@ -27,10 +27,13 @@ METRIC_LABELS = {
     "add": ("ADD", "ADD (metres)"),
     "adds": ("ADDS", "ADD-S (metres)"),
 }
+SCALE_SOURCE_LABELS = {"ar_plane": "from the AR ground plane (AR_data)",
+                       "gt_height": "from the ground-truth box height (no AR_data)",
+                       "absolute": "predictions taken as metric (dataset.use_absolute_scale)"}
 _MEAN_LABELS = (("scale", "Mean Error Scale:"), ("pixel", "Mean Error 2D:"), ("iou", "Mean 3D IoU:"),
                 ("azimuth", "Mean Azimuth Error:"), ("polar", "Mean Polar Error:"), ("add", "Mean ADD:"),
                 ("adds", "Mean ADD-S:"))
-_IMAGE_COLUMNS = ("image_id", "width", "height", "num_gt", "num_gt_counted", "evaluated")
+_IMAGE_COLUMNS = ("image_id", "width", "height", "num_gt", "num_gt_counted", "evaluated", "scale_source")
 _PREDICTION_COLUMNS = ("prediction", "score", "status", "matched_gt", "scale_source", "scale_factor",
                        "rotation") + metrics.METRICS
 
@@ -64,6 +67,11 @@ def format_report(results) -> str:
              f"{results['num_images_evaluated']}/{results['num_images']} images, "
              f"{results['num_matched']} matched predictions of {results['num_predictions']}, "
              f"{results['num_gt']} ground-truth objects)")
+  sources = results.get("scale_sources", {})
+  if sources:
+    summary += "\nmetric scale: " + ", ".join(
+        f"{SCALE_SOURCE_LABELS[name]} in {count} frame{'s' if count != 1 else ''}"
+        for name, count in sorted(sources.items()))
   rows = [[label, _number(results["means"][name])] for name, label in _MEAN_LABELS]
   for name in metrics.METRICS:
     title = METRIC_LABELS[name][0]

@@ -33,7 +33,7 @@ def score_batch(evaluator: Evaluator, decoded: Dict[str, np.ndarray], batch: dic
   Returns:
     The detections of each sample (see `postprocess_detections`); an empty list for padding samples.
   """
-  output_size = (config.dataset.output_res, config.dataset.output_res)
+  output_size = config_lib.output_size(config.dataset)
   per_sample = []
   for i, weight in enumerate(batch["sample_weight"]):
     if weight == 0:
@@ -46,7 +46,11 @@ def score_batch(evaluator: Evaluator, decoded: Dict[str, np.ndarray], batch: dic
         pnp_keypoints=config.inference.pnp_keypoints)
     predictions = [{"projected_points": d["projected_keypoints_2d"], "point_3d_cam": d["keypoints_3d"],
                     "obj_scale": d["relative_scale"], "score": d["score"]} for d in detections]
-    evaluator.add_frame(predictions, batch["annotation"][i], image_id=batch["image_path"][i])
+    camera = batch["annotation"][i].get("camera_data", {})
+    size = {}  # the JSON's camera_data.width/height, as TAO; the decoded image's when the JSON has none
+    if "width" not in camera or "height" not in camera:
+      size = {"width": batch["width"][i], "height": batch["height"][i]}
+    evaluator.add_frame(predictions, batch["annotation"][i], image_id=batch["image_path"][i], **size)
     per_sample.append(detections)
   return per_sample
 
@@ -63,7 +67,7 @@ def evaluate(config) -> dict:
   from centerpose_jax.inference.predictor import create_predictor  # pylint: disable=g-import-not-at-top
 
   data_path = config.dataset.test_data or config.dataset.val_data
-  source = loader.check_dataset(loader.open_source(data_path), config.dataset, needs_evaluation=True)
+  source = loader.check_dataset(loader.open_source(data_path), config.dataset, needs_evaluation=True).source
   predict = create_predictor(config, "evaluate")
   evaluator = Evaluator.from_config(config)
   batch_size = int(config.dataset.batch_size)

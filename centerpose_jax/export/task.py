@@ -7,18 +7,25 @@ output-grid pixels (input pixels / down_ratio). Unlike TAO's trace, `kps_heatmap
 is all -10000), exactly as `centerpose_jax.inference.decode` computes it.
 """
 
+import collections
 import importlib.metadata
 import json
 import pathlib
 from typing import Dict, Mapping
 
+import jax
 import numpy as np
+import onnx
 from scipy import optimize
+
+from centerpose_jax import config as config_lib
+from centerpose_jax import encryption
 
 from centerpose_jax.export import onnx as onnx_export
 from centerpose_jax.export.runtime import INPUT_NAME
 from centerpose_jax.export.runtime import OUTPUT_NAMES
 from centerpose_jax.inference import decode
+from centerpose_jax.models import architecture
 from centerpose_jax.models import conv
 from centerpose_jax.models import create_model
 from centerpose_jax.training import checkpoint as checkpoint_lib
@@ -94,8 +101,8 @@ def export_metadata(config, checkpoint_fingerprint: str) -> Dict[str, str]:
       "mean_bgr": json.dumps(list(config.dataset.mean)),
       "std_bgr": json.dumps(list(config.dataset.std)),
       "normalisation": "x = (pixel / 255 - mean_bgr) / std_bgr, per BGR channel",
-      "resize": ("letterbox: centre (W/2, H/2) and side max(W, H) mapped onto the input, aspect ratio kept, "
-                 "zero (black) padding"),
+      "resize": ("letterbox: the image centre (W/2, H/2) onto the input centre, scaled by "
+                 "min(input_width / W, input_height / H) (aspect ratio kept), zero (black) padding"),
       "down_ratio": str(config.model.down_ratio),
       "num_select": str(export.num_select),
       "output_units": "output-grid pixels (input pixels / down_ratio); keypoints interleaved x0, y0, x1, ...",
@@ -105,25 +112,59 @@ def export_metadata(config, checkpoint_fingerprint: str) -> Dict[str, str]:
   }
 
 
+def export_device(export_config):
+  """The JAX device the export traces and verifies on: the CPU with `export.on_cpu`, else device `gpu_id`."""
+  if export_config.on_cpu:
+    return jax.devices("cpu")[0]
+  devices = jax.devices()
+  if not 0 <= export_config.gpu_id < len(devices):
+    raise onnx_export.ExportSettingsError(
+        f"export.gpu_id={export_config.gpu_id}: there are {len(devices)} {devices[0].platform} device(s), "
+        f"indices 0..{len(devices) - 1}")
+  return devices[export_config.gpu_id]
+
+
+def graph_summary(model: onnx.ModelProto) -> str:
+  """`export.verbose`'s print-out: inputs and outputs with their shapes, opset, and the node count per op."""
+  def describe(values):
+    return ", ".join(f"{v.name} [{', '.join(str(d.dim_param or d.dim_value) for d in v.type.tensor_type.shape.dim)}]"
+                     for v in values)
+  ops = collections.Counter(node.op_type for node in model.graph.node)
+  lines = [f"graph {model.graph.name!r}: opset {[o.version for o in model.opset_import if o.domain == '']}, "
+           f"{len(model.graph.node)} nodes, {len(model.graph.initializer)} initializers",
+           f"  inputs: {describe(model.graph.input)}", f"  outputs: {describe(model.graph.output)}",
+           "  ops: " + ", ".join(f"{op} {count}" for op, count in ops.most_common())]
+  return "\n".join(lines)
+
+
 def run_export(config) -> onnx_export.ExportResult:
-  """Exports `config.export.checkpoint` to `config.export.onnx_file` and verifies it (see `export_onnx`).
+  """Exports `config.export.checkpoint` to `config.export_onnx_file(config)` and verifies it (see `export_onnx`).
 
   The network is traced with XLA's own convolutions (`conv_impl` "native": ONNX Conv and ConvTranspose
   nodes); the written file is compared with the JAX model in its default formulation for this platform, so
-  the check covers both the formulation switch and the export. With `encryption_key` set the file is encrypted.
+  the check covers both the formulation switch and the export. With `encryption_key` set the file is
+  encrypted. The tracing and the JAX side of the check run on `export_device`; `export.verbose` prints
+  `graph_summary`.
   """
   check_settings(config)
   export = config.export
-  variables = checkpoint_lib.load_variables(export.checkpoint, encryption_key=config.encryption_key)
-  result = onnx_export.export_onnx(
-      centerpose_apply_fn(create_model(config, conv_impl=conv.NATIVE), export.num_select), variables, export,
-      export.onnx_file, output_names=OUTPUT_NAMES, input_name=INPUT_NAME, model_name=config.model_name,
-      metadata=export_metadata(config, checkpoint_lib.fingerprint(variables)),
-      reference_fn=centerpose_apply_fn(create_model(config), export.num_select), compare_fn=decoded_output_errors,
-      encryption_key=config.encryption_key or None)
+  onnx_file = config_lib.export_onnx_file(config)
+  onnx_file.parent.mkdir(parents=True, exist_ok=True)
+  model = create_model(config)
+  with jax.default_device(export_device(export)):
+    variables = checkpoint_lib.load_fitting_variables(export.checkpoint, architecture.expected_shapes(model),
+                                                      config, encryption_key=config.encryption_key, model=model)
+    result = onnx_export.export_onnx(
+        centerpose_apply_fn(create_model(config, conv_impl=conv.NATIVE), export.num_select), variables, export,
+        onnx_file, output_names=OUTPUT_NAMES, input_name=INPUT_NAME, model_name=config.model_name,
+        metadata=export_metadata(config, checkpoint_lib.fingerprint(variables)),
+        reference_fn=centerpose_apply_fn(model, export.num_select), compare_fn=decoded_output_errors,
+        encryption_key=config.encryption_key or None)
   worst = max(result.errors, key=result.errors.get)
   print(f"export: wrote {result.path} ({result.file_bytes / 2**20:.1f} MiB, {result.num_nodes} nodes, "
         f"opset {export.opset_version}{', encrypted' if result.encrypted else ''}) in "
         f"{result.export_seconds:.0f} s; onnxruntime vs JAX max |diff| {result.errors[worst]:.2e} "
         f"({worst}) on a batch of {result.verification_batch}")
+  if export.verbose:
+    print(graph_summary(onnx.load_from_string(encryption.read_file(result.path, config.encryption_key or None))))
   return result

@@ -63,16 +63,35 @@ def _draw_relative_scale(image, bbox, relative_scale):
   cv2.putText(image, text, (x, y + text_height), _FONT, 0.5, WHITE, thickness=1, lineType=cv2.LINE_AA)
 
 
-def draw_detections(image_bgr, detections, camera_matrix, *, axis_size=0.5, opencv=True) -> np.ndarray:
-  """A copy of the image with each posed detection drawn as TAO's inference visualisation.
+def _units_per_relative_scale(points_3d, relative_scale) -> float:
+  """How many units of `points_3d` [9, 3] one relative-scale unit is: 1 for TAO's relative poses, metres per
+  unit for metric ones (`inference.object_height`); from the box height (corner 3 - corner 1)."""
+  height = np.linalg.norm(points_3d[3] - points_3d[1])
+  return float(height / relative_scale[1]) if relative_scale[1] else 1.0
 
-  Per detection with a pose: point indices, cuboid edges, object axes and the relative-scale label.
-  Detections without a pose (PnP off or failed) are not drawn.
+
+def _draw_track_id(image, bbox, track_id):
+  """"id N" in white on a black box just above the 2D box's top-left corner (inside the image)."""
+  x, y = (int(v) for v in _pixels(np.reshape(bbox, (2, 2)))[0])
+  text = f"id {track_id}"
+  (text_width, text_height), _ = cv2.getTextSize(text, _FONT, 0.6, 2)
+  top = max(y - text_height - 8, 0)
+  cv2.rectangle(image, (x, top), (x + text_width + 4, top + text_height + 8), BLACK, -1)
+  cv2.putText(image, text, (x + 2, top + text_height + 4), _FONT, 0.6, WHITE, thickness=2, lineType=cv2.LINE_AA)
+
+
+def draw_detections(image_bgr, detections, camera_matrix=None, *, axis_size=0.5, opencv=True) -> np.ndarray:
+  """A copy of the image with each detection drawn as TAO's inference visualisation.
+
+  Per detection with a pose: point indices, cuboid edges, object axes and the relative-scale label, and
+  "id N" above the 2D box when the detection has a `track_id` (`tracking.TrackedObject.as_detection`). A
+  detection without a pose (`inference.use_pnp=False`) gets its 2D cuboid from the regressed corner keypoints
+  (centre first: the mean of the 8 corners) and the label.
 
   Args:
     image_bgr: [H, W, 3] uint8 BGR image (the original image, not the letterboxed input).
     detections: `postprocess_detections` output (pixels of this image).
-    camera_matrix: [3, 3] intrinsics K used for the pose (pixels).
+    camera_matrix: [3, 3] intrinsics K used for the pose (pixels); only needed for detections with a pose.
     axis_size: drawn axis length in relative-scale units (`inference.axis_size`; TAO hard-codes 0.5).
     opencv: the frame of the detections' `keypoints_3d`: True for OpenCV, False for Objectron OpenGL
       (converted back to OpenCV for projection).
@@ -81,14 +100,21 @@ def draw_detections(image_bgr, detections, camera_matrix, *, axis_size=0.5, open
     [H, W, 3] uint8 BGR image.
   """
   image = np.ascontiguousarray(image_bgr).copy()
-  camera_k = np.asarray(camera_matrix, dtype=np.float64)
   for detection in detections:
     if "keypoints_3d" not in detection:
+      corners = np.asarray(detection["keypoints_2d"], dtype=np.float64).reshape(-1, 2)
+      points_2d = np.concatenate([corners.mean(axis=0, keepdims=True), corners])
+      _draw_point_order(image, points_2d)
+      _draw_cuboid(image, points_2d)
+      _draw_relative_scale(image, detection["bbox"], detection["relative_scale"])
       continue
     points_3d = np.asarray(detection["keypoints_3d"], dtype=np.float64)
     points_3d_cv = points_3d if opencv else geometry.opengl_to_opencv(points_3d)
+    axis_length = axis_size * _units_per_relative_scale(points_3d, detection["relative_scale"])
     _draw_point_order(image, detection["projected_keypoints_2d"])
     _draw_cuboid(image, detection["projected_keypoints_2d"])
-    _draw_axes(image, points_3d_cv, camera_k, axis_size)
+    _draw_axes(image, points_3d_cv, np.asarray(camera_matrix, dtype=np.float64), axis_length)
     _draw_relative_scale(image, detection["bbox"], detection["relative_scale"])
+    if "track_id" in detection:
+      _draw_track_id(image, detection["bbox"], detection["track_id"])
   return image

@@ -83,8 +83,19 @@ def soft_nms(boxes, scores, threshold, sigma=SOFT_NMS_SIGMA):
   return np.asarray(order, dtype=np.int64), np.asarray(kept, dtype=np.float64)
 
 
+def metric_factor(relative_scale, object_height: float) -> float:
+  """Metres per relative-scale unit of a detection whose real height is `object_height` metres (> 0).
+
+  PnP fits a cuboid of size `relative_scale` (x, y, z), so its pose is in units where the box is
+  `relative_scale[1]` high; scaling by object_height / relative_scale[1] makes it metric (projections are
+  unchanged). Returns 0 when the predicted height is not positive (no metric pose exists).
+  """
+  height = float(relative_scale[1])
+  return object_height / height if height > 0 else 0.0
+
+
 def postprocess_detections(decoded, center, scale, output_size, camera_matrix, *, threshold, opencv,
-                           use_pnp=True, pnp_keypoints="displacement"):
+                           use_pnp=True, pnp_keypoints="displacement", object_height=0.0):
   """Detections of one image, in image pixels, with their 6-DoF pose.
 
   Args:
@@ -93,7 +104,7 @@ def postprocess_detections(decoded, center, scale, output_size, camera_matrix, *
       (output-grid pixels).
     center: [2] letterbox centre in image pixels; scale: letterbox side in pixels; output_size: (w, h) of
       the output grid (see `to_image_pixels`).
-    camera_matrix: [3, 3] intrinsics K of the image, pixels.
+    camera_matrix: [3, 3] intrinsics K of the image, pixels (unused, may be None, without PnP).
     threshold: keep detections with score > threshold (`inference.visualization_threshold`); also the
       soft-NMS drop threshold.
     opencv: pose in the OpenCV camera frame (True) or the Objectron OpenGL frame (False).
@@ -101,6 +112,9 @@ def postprocess_detections(decoded, center, scale, output_size, camera_matrix, *
     pnp_keypoints: "displacement" (the 8 regressed corners: TAO's and Isaac ROS's effective behaviour) or
       "displacement+heatmap" (16 points, each corner's regressed and heatmap keypoint, as NVlabs; missing
       heatmap keypoints are skipped).
+    object_height: 0 keeps TAO's relative poses; > 0 is the object's real height in metres, and `location` and
+      `keypoints_3d` are scaled to metres (`metric_factor`; a detection with a non-positive predicted height is
+      dropped, as a failed PnP).
 
   Returns:
     list of dicts in soft-NMS order: `id` ("object_<n>", n counting the returned detections), `score`
@@ -135,10 +149,11 @@ def postprocess_detections(decoded, center, scale, output_size, camera_matrix, *
                  "relative_scale": relative_scales[i]}
     if use_pnp:
       pose = pnp.solve_pnp(pnp_points[i], camera_matrix, relative_scales[i], opencv=opencv)
-      if pose is None:
+      factor = metric_factor(relative_scales[i], object_height) if object_height > 0 else 1.0
+      if pose is None or factor == 0.0:
         continue
-      detection.update(location=pose["location"], quaternion_xyzw=pose["quaternion_xyzw"],
-                       projected_keypoints_2d=pose["projected_points"], keypoints_3d=pose["points_3d"])
+      detection.update(location=pose["location"] * factor, quaternion_xyzw=pose["quaternion_xyzw"],
+                       projected_keypoints_2d=pose["projected_points"], keypoints_3d=pose["points_3d"] * factor)
     detection["id"] = f"object_{len(detections)}"
     detections.append(detection)
   return detections

@@ -43,14 +43,21 @@ class JaxPredictor:
 
 def create_predictor(config, section: str) -> Callable[[np.ndarray], DecodedBatch]:
   """The predictor for `config.<section>` ("evaluate" or "inference"): its `onnx_file` if set, else its
-  `checkpoint` (a checkpoint folder or a training results folder, whose latest checkpoint is used)."""
+  `checkpoint` (a checkpoint folder or a training results folder, whose latest checkpoint is used, or a TAO
+  `.pth` / `.npz` state_dict converted on the fly; see `checkpoint.load_variables`).
+
+  Raises:
+    architecture.ArchitectureMismatchError: the checkpoint's weights do not fit the configured model.
+  """
   settings = config[section]
   num_select = config.inference.num_select
   if settings.onnx_file:
     from centerpose_jax.export.runtime import OnnxPredictor  # pylint: disable=g-import-not-at-top
     return OnnxPredictor(settings.onnx_file, encryption_key=config.encryption_key)
   from centerpose_jax.models import create_model  # pylint: disable=g-import-not-at-top
-  from centerpose_jax.training.checkpoint import load_variables  # pylint: disable=g-import-not-at-top
-  variables = load_variables(settings.checkpoint, encryption_key=config.encryption_key)
-  return JaxPredictor(create_model(config), variables, batch_size=config.dataset.batch_size,
-                      num_select=num_select)
+  from centerpose_jax.models.architecture import expected_shapes  # pylint: disable=g-import-not-at-top
+  from centerpose_jax.training.checkpoint import load_fitting_variables  # pylint: disable=g-import-not-at-top
+  model = create_model(config)
+  variables = load_fitting_variables(settings.checkpoint, expected_shapes(model), config,
+                                     encryption_key=config.encryption_key, model=model)
+  return JaxPredictor(model, variables, batch_size=config.dataset.batch_size, num_select=num_select)

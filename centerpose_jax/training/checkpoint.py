@@ -6,10 +6,20 @@ A training run writes its checkpoints to `train_dir(config)` (`results_dir/train
   <train_dir>/<step>/state/   the `TrainState` pytree (params, batch_stats, opt_state, step, rng, loss-scale
                               state, skipped_steps), Orbax StandardSave
   <train_dir>/<step>/meta/    JSON: epoch (epochs completed), step, data_iterator (the loader's state),
-                              precision, batches_per_epoch
+                              seed, precision, batches_per_epoch, model (the architecture)
 
 Orbax writes each checkpoint to a temporary folder and renames it when complete, so a checkpoint whose save
-was interrupted (process killed) is never listed and the previous one is used.
+was interrupted (process killed) is never listed and the previous one is used. A listed checkpoint that
+cannot be read (a file damaged later) raises `DamagedCheckpointError` naming its step and the reason; a
+resuming run then goes back to the newest readable one and moves the damaged folder to `<step>.damaged`
+(kept, never deleted; Orbax no longer lists it, so the step can be written again).
+
+The meta also records the network's architecture (`model`: `models.architecture.architecture(config)`), so
+weights that do not fit the configured model are reported with both architectures named.
+
+Arrays are restored onto the devices of the run that reads them, whatever the device count or process count
+of the run that wrote them: resuming restores into the new run's sharding, and `load_variables` restores
+every array whole onto this process's first local device.
 
 With the config's `encryption_key`, every file of a checkpoint except Orbax's bookkeeping
 `<step>/_CHECKPOINT_METADATA` (item handler names and timestamps, which Orbax reads to list checkpoints) is
@@ -20,16 +30,19 @@ afterwards; plain files (e.g. a converted checkpoint) are read as they are, so a
 unencrypted checkpoints.
 
 `load_variables(path)` gives {"params", "batch_stats"} from any of: a training results folder, a checkpoint
-folder (its latest checkpoint), one checkpoint's step folder, or a converted TAO checkpoint (a folder whose
-`variables/` sub-folder, or the folder itself, is a StandardCheckpointer pytree of {params, batch_stats}).
+folder (its latest checkpoint), one checkpoint's step folder, a converted TAO checkpoint (a folder whose
+`variables/` sub-folder, or the folder itself, is a StandardCheckpointer pytree of {params, batch_stats}), or
+a weights file converted on the fly: a TAO Lightning `.pth`, a plain PyTorch state_dict `.pth` or an `.npz`
+(read without torch and without running code from the file; see `convert.pth_reader`).
 """
 
 import asyncio
 import contextlib
 import hashlib
+import logging
 import pathlib
 import tempfile
-from typing import Any, Iterator, Optional, Tuple
+from typing import Any, Iterator, List, Optional, Tuple
 
 import jax
 import numpy as np
@@ -37,6 +50,10 @@ import orbax.checkpoint as ocp
 
 from centerpose_jax import config as config_lib
 from centerpose_jax import encryption
+from centerpose_jax import errors
+from centerpose_jax.models import architecture as architecture_lib
+from centerpose_jax.convert import pth_reader
+from centerpose_jax.convert import pytorch
 
 TRAIN_SUBDIR = "train"
 STATE_ITEM = "state"
@@ -44,6 +61,38 @@ META_ITEM = "meta"
 VARIABLES_SUBDIR = "variables"  # tools/convert_checkpoint.py's output: DIR/variables
 _PYTREE_MARKER = "_METADATA"  # present in every Orbax pytree checkpoint folder
 _STEP_BOOKKEEPING = "_CHECKPOINT_METADATA"  # Orbax's per-step metadata: left plain (see the module docstring)
+DAMAGED_SUFFIX = ".damaged"  # a damaged step folder set aside by a resuming run: <step>.damaged
+_REASON_CHARS = 300
+# Errors that are the same for every checkpoint of a folder, so going back to an older one cannot help.
+_NOT_DAMAGE = (encryption.WrongKeyError, encryption.MissingKeyError, architecture_lib.ArchitectureMismatchError)
+
+
+class CheckpointNotFoundError(errors.InputNotFoundError):
+  """A path that holds no (complete) checkpoint."""
+
+
+class DamagedCheckpointError(errors.CenterPoseError):
+  """A listed checkpoint whose files cannot be read (truncated, corrupted, missing pieces).
+
+  Attributes:
+    step_folder: the checkpoint's step folder.
+    step: its step.
+    reason: one line: the error that reading it gave.
+
+  Without a step (`step_folder` a checkpoint folder) it says that no checkpoint of the folder can be read.
+  """
+
+  def __init__(self, step_folder, error):
+    self.step_folder = pathlib.Path(step_folder)
+    self.step = int(self.step_folder.name) if self.step_folder.name.isdigit() else None
+    if isinstance(error, BaseException):
+      while error.__cause__ is not None:  # the innermost error says what is wrong (TensorStore's: which byte range)
+        error = error.__cause__
+      text = " ".join(str(error).split())
+      error = f"{type(error).__name__}: {text[:_REASON_CHARS]}{'...' if len(text) > _REASON_CHARS else ''}"
+    self.reason = error
+    what = f"the checkpoint of step {self.step} cannot be read" if self.step is not None else "no checkpoint"
+    super().__init__(f"{self.step_folder}: {what} ({self.reason})")
 
 
 def train_dir(config) -> pathlib.Path:
@@ -135,25 +184,49 @@ class CheckpointManager:
                                                         META_ITEM: ocp.args.JsonSave(dict(meta, step=step))}),
                        force=True)
 
-  def restore(self, abstract_state, step: Optional[int] = None) -> Tuple[Any, dict]:
+  def restore(self, abstract_state, step: Optional[int] = None,
+              configured: Optional[dict] = None) -> Tuple[Any, dict]:
     """(state, meta) of checkpoint `step` (default: the latest).
 
     Args:
       abstract_state: a TrainState of `jax.ShapeDtypeStruct`s (with shardings) giving the structure, dtypes
-        and placement of the restored arrays, e.g. `jax.eval_shape` of the state constructor.
+        and placement of the restored arrays, e.g. `jax.eval_shape` of the state constructor. The checkpoint
+        may have been written with any other device or process count.
       step: which checkpoint.
+      configured: the configured architecture (`architecture.architecture(config)`), named by the error when
+        the checkpoint's weights do not fit `abstract_state`.
 
     Raises:
-      FileNotFoundError: when there is no complete checkpoint.
-      encryption.EncryptionError: an encrypted checkpoint and no or the wrong key (see `_plaintext`).
+      CheckpointNotFoundError: when there is no complete checkpoint.
+      DamagedCheckpointError: the checkpoint's files cannot be read.
+      architecture.ArchitectureMismatchError: its weights have other shapes than `abstract_state`'s.
+      encryption.WrongKeyError, encryption.MissingKeyError: an encrypted checkpoint and no or the wrong key.
     """
     step = self.latest_step() if step is None else step
     if step is None:
-      raise FileNotFoundError(f"{self.directory}: no complete checkpoint")
+      raise CheckpointNotFoundError(f"{self.directory}: no complete checkpoint")
     step_folder = self.directory / str(step)
-    with _plaintext(step_folder / STATE_ITEM, self._encryption_key) as state_folder:
-      state = ocp.StandardCheckpointer().restore(state_folder, abstract_state)
-    return state, read_meta(step_folder, self._encryption_key)
+    with _reading(step_folder):
+      meta = read_meta(step_folder, self._encryption_key)
+      with _plaintext(step_folder / STATE_ITEM, self._encryption_key) as state_folder:
+        checkpointer = ocp.StandardCheckpointer()
+        stored = checkpointer.metadata(state_folder).item_metadata
+        expected = {"params": abstract_state.params, "batch_stats": abstract_state.batch_stats}
+        architecture_lib.check_weights_fit(_variables_of(stored), expected, str(step_folder), configured or {},
+                                           meta.get("model"))
+        state = checkpointer.restore(state_folder, abstract_state)
+    return state, meta
+
+  def set_aside(self, step: int) -> pathlib.Path:
+    """Renames checkpoint `step`'s folder to `<step>.damaged` (kept, no longer listed); returns the new path."""
+    target = self.directory / f"{step}{DAMAGED_SUFFIX}"
+    suffix = 1
+    while target.exists():
+      target = self.directory / f"{step}{DAMAGED_SUFFIX}{suffix}"
+      suffix += 1
+    (self.directory / str(step)).rename(target)
+    self._manager.reload()
+    return target
 
   def wait(self) -> None:
     """Blocks until every started save is on disk."""
@@ -161,6 +234,41 @@ class CheckpointManager:
 
   def close(self) -> None:
     self._manager.close()
+
+
+@contextlib.contextmanager
+def _reading(step_folder: pathlib.Path) -> Iterator[None]:
+  """Turns any error of reading `step_folder` into DamagedCheckpointError, except those in `_NOT_DAMAGE`.
+
+  While it reads, the `asyncio` logger is silenced: when one array of a damaged checkpoint fails, Orbax's
+  other reads are cancelled and asyncio logs a traceback for each (thousands of lines for one bad file).
+  """
+  asyncio_logger = logging.getLogger("asyncio")
+  level = asyncio_logger.level
+  asyncio_logger.setLevel(logging.CRITICAL)
+  try:
+    yield
+  except _NOT_DAMAGE:
+    raise
+  except Exception as error:  # pylint: disable=broad-except  # Orbax / TensorStore / JSON raise many kinds
+    raise DamagedCheckpointError(step_folder, error) from error
+  finally:
+    asyncio_logger.setLevel(level)
+
+
+def _variables_of(tree) -> dict:
+  """{"params", "batch_stats"} of a restored (or metadata) TrainState tree."""
+  return {"params": tree["params"], "batch_stats": tree.get("batch_stats", {}) or {}}
+
+
+def _restore_on_this_host(tree_path: pathlib.Path) -> dict:
+  """A pytree checkpoint restored whole onto this process's first local device, whatever the device count
+  or process count it was written with (the saved shardings are not used)."""
+  checkpointer = ocp.StandardCheckpointer()
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  target = jax.tree_util.tree_map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device),
+                                  checkpointer.metadata(tree_path).item_metadata)
+  return checkpointer.restore(tree_path, target)
 
 
 def _is_pytree_checkpoint(path: pathlib.Path) -> bool:
@@ -176,17 +284,27 @@ def find_checkpoint(path) -> pathlib.Path:
   a checkpoint folder, or of a results folder's `train/`.
 
   Raises:
-    FileNotFoundError: when `path` holds no complete checkpoint.
+    CheckpointNotFoundError (a FileNotFoundError): when `path` holds no complete checkpoint.
+  """
+  return checkpoint_steps(path)[0]
+
+
+def checkpoint_steps(path) -> List[pathlib.Path]:
+  """The step folders `path` names, newest first: the step folder itself, or every complete checkpoint of a
+  checkpoint folder (or of a results folder's `train/`).
+
+  Raises:
+    CheckpointNotFoundError (a FileNotFoundError): when `path` holds no complete checkpoint.
   """
   path = pathlib.Path(path)
   if _is_step_folder(path):
-    return path
+    return [path]
   for folder in (path, path / TRAIN_SUBDIR):
     if folder.is_dir():
-      steps = [int(p.name) for p in folder.iterdir() if _is_step_folder(p)]
+      steps = sorted((int(p.name) for p in folder.iterdir() if _is_step_folder(p)), reverse=True)
       if steps:
-        return folder / str(max(steps))
-  raise FileNotFoundError(f"{path}: no training checkpoint (a <step>/{STATE_ITEM} folder) in it or in its "
+        return [folder / str(step) for step in steps]
+  raise CheckpointNotFoundError(f"{path}: no training checkpoint (a <step>/{STATE_ITEM} folder) in it or in its "
                           f"{TRAIN_SUBDIR}/ folder")
 
 
@@ -198,21 +316,103 @@ def _variables_tree(path: pathlib.Path) -> pathlib.Path:
   return find_checkpoint(path) / STATE_ITEM
 
 
-def load_variables(path, encryption_key: Optional[encryption.Key] = None) -> dict:
-  """{"params", "batch_stats"} (host numpy arrays) from a checkpoint; see the module docstring for `path`.
+# Weight sources `load_variables` reads (`weights_format`).
+ORBAX, PYTORCH, NPZ = "orbax", "pytorch", "npz"
 
-  Args:
-    path: results folder, checkpoint folder, step folder, or converted-checkpoint folder.
-    encryption_key: `encryption_key` of the config, for an encrypted checkpoint.
+
+def weights_format(path) -> str:
+  """How the weights at `path` are stored, from the content: ORBAX (a folder: ours), NPZ (a numpy `.npz`
+  of a state_dict) or PYTORCH (a file written by `torch.save`: TAO Lightning `.pth`, plain state_dict).
 
   Raises:
-    FileNotFoundError: when no checkpoint is found at `path`.
-    encryption.EncryptionError: an encrypted checkpoint and no or the wrong key (see `_plaintext`).
+    pytorch.WeightsFileError: nothing at `path`.
+    pth_reader.PthError: a file in neither format (the message says what it is and what to do).
   """
-  with _plaintext(_variables_tree(pathlib.Path(path)).absolute(), encryption_key) as tree_path:
-    restored = ocp.StandardCheckpointer().restore(tree_path)
-  restored = jax.tree_util.tree_map(np.asarray, restored)
-  return {"params": restored["params"], "batch_stats": restored.get("batch_stats", {})}
+  path = pathlib.Path(path)
+  if path.is_dir():
+    return ORBAX
+  if not path.is_file():
+    raise pytorch.WeightsFileError(f"{path}: no checkpoint folder or weights file")
+  if pytorch.is_npz(path):
+    return NPZ
+  pth_reader.check_format(path)
+  return PYTORCH
+
+
+def load_variables(path, encryption_key: Optional[encryption.Key] = None, *, model=None) -> dict:
+  """{"params", "batch_stats"} (host numpy arrays) of the weights at `path`, in any supported format.
+
+  Args:
+    path: an Orbax folder (a results folder, checkpoint folder, step folder or converted-checkpoint folder;
+      see the module docstring), or a TAO / PyTorch `.pth` or an `.npz` state_dict (`weights_format`), converted
+      on the fly to `model`'s variables without torch (`convert.pytorch`).
+    encryption_key: `encryption_key` of the config, for an encrypted Orbax checkpoint.
+    model: the configured model (`models.create_model(config)`); needed for `.pth` / `.npz` files.
+
+  Raises:
+    CheckpointNotFoundError (a FileNotFoundError): when no checkpoint is found at `path`.
+    DamagedCheckpointError: its files cannot be read.
+    encryption.EncryptionError: an encrypted checkpoint and no or the wrong key (see `_plaintext`).
+    pth_reader.PthError: an unreadable or unsafe `.pth` (UnsafePickleError names the refused global).
+    pytorch.ConversionError: the file's state_dict does not fit `model` (every mismatched key listed).
+  """
+  path = pathlib.Path(path)
+  source_format = weights_format(path)
+  if source_format != ORBAX:
+    if model is None:
+      raise errors.CenterPoseError(
+          f"{path}: a {source_format} state_dict is converted for the configured model; read it through a "
+          "task's config (evaluate/infer/export/train) or convert it with tools/convert_checkpoint.py --arch")
+    try:
+      return pytorch.convert_state_dict(pytorch.read_state_dict(path), model.model_type, model=model).variables
+    except pytorch.ConversionError as error:
+      raise pytorch.ConversionError(
+          f"{path}: the weights do not fit the configured model (model.backbone.model_type="
+          f"{model.model_type}, model.head_conv={model.head_conv}, model.use_convGRU={model.use_convGRU})",
+          unknown=error.unknown, missing=error.missing, misshaped=error.misshaped) from None
+  tree = _variables_tree(path).absolute()
+  with _reading(tree.parent if tree.name == STATE_ITEM else tree), _plaintext(tree, encryption_key) as tree_path:
+    restored = _restore_on_this_host(tree_path)
+  return _variables_of(jax.tree_util.tree_map(np.asarray, restored))
+
+
+def is_weights_only(path) -> bool:
+  """Whether `path` is a converted checkpoint (weights only: no training state, no meta)."""
+  path = pathlib.Path(path)
+  return _is_pytree_checkpoint(path / VARIABLES_SUBDIR) or _is_pytree_checkpoint(path)
+
+
+def stored_architecture(path, encryption_key: Optional[encryption.Key] = None) -> Optional[dict]:
+  """The architecture recorded in the meta of the training checkpoint `path` names (see `load_variables`),
+  or None (a `.pth` / `.npz` file, a converted checkpoint, or one written before the meta recorded it)."""
+  if weights_format(path) != ORBAX or is_weights_only(path):
+    return None
+  step_folder = find_checkpoint(path)
+  with _reading(step_folder):
+    return read_meta(step_folder, encryption_key).get("model")
+
+
+def load_fitting_variables(path, expected: dict, config, encryption_key: Optional[encryption.Key] = None, *,
+                           model=None) -> dict:
+  """`load_variables(path, model=model)`, checked against the shapes `expected` ({"params", "batch_stats"} of
+  the model that will use them, e.g. `architecture.expected_shapes(model)`).
+
+  Raises:
+    architecture.ArchitectureMismatchError: naming the checkpoint's and the configured architecture.
+    The errors of `load_variables`.
+  """
+  variables = load_variables(path, encryption_key, model=model)
+  architecture_lib.check_weights_fit(variables, expected, str(path), architecture_lib.architecture(config),
+                                     stored_architecture(path, encryption_key))
+  return variables
+
+
+def load_state_dict(path, encryption_key: Optional[encryption.Key] = None) -> pytorch.StateDict:
+  """TAO-named state_dict (numpy) of the weights at `path` in any format (see `load_variables`): a `.pth` /
+  `.npz` file as stored, an Orbax checkpoint converted to TAO's key names (`pytorch.to_tao_state_dict`)."""
+  if weights_format(path) == ORBAX:
+    return pytorch.to_tao_state_dict(load_variables(path, encryption_key))
+  return pytorch.read_state_dict(path)
 
 
 def read_meta(step_folder, encryption_key: Optional[encryption.Key] = None) -> dict:
@@ -235,19 +435,19 @@ def fingerprint(variables: dict) -> str:
   return digest.hexdigest()
 
 
-def resume_source(config, directory=None) -> Optional[Tuple[pathlib.Path, int]]:
-  """(checkpoint folder, step) a training run continues from, or None for a fresh start.
+def resume_source(config, directory=None) -> Optional[Tuple[pathlib.Path, List[int]]]:
+  """(checkpoint folder, steps to try, newest first) a training run continues from, or None for a fresh start.
 
-  `train.resume_training_checkpoint_path` (a step folder, or a checkpoint/results folder: its latest)
-  wins; otherwise the latest complete checkpoint in `directory` (default `train_dir(config)`), if any.
+  `train.resume_training_checkpoint_path` wins: a step folder gives that step only, a checkpoint/results
+  folder all of its steps. Otherwise every complete checkpoint in `directory` (default `train_dir(config)`),
+  if any. A run resumes from the first of the steps that can be read.
   """
   explicit = config.train.get("resume_training_checkpoint_path")
   if explicit:
-    step_folder = find_checkpoint(explicit)
+    step_folders = checkpoint_steps(explicit)
   else:
     try:
-      step_folder = find_checkpoint(directory or train_dir(config))
+      step_folders = checkpoint_steps(directory or train_dir(config))
     except FileNotFoundError:
       return None
-  return step_folder.parent, int(step_folder.name)
-
+  return step_folders[0].parent, [int(folder.name) for folder in step_folders]

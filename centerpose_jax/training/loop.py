@@ -1,13 +1,18 @@
 """The training loop: `train_and_evaluate(config)`, called by train.py after the config has been validated.
 
-  state <- latest checkpoint in the training folder | train.resume_training_checkpoint_path
-           | train.pretrained_model_path (fresh optimizer) | new weights (+ ImageNet backbone)
+  check every label and image of train_data / val_data (stop with the list, or skip with dataset.skip_invalid)
+  state <- newest readable checkpoint in the training folder (damaged ones set aside as <step>.damaged)
+           | train.resume_training_checkpoint_path
+           | train.pretrained_model_path (fresh optimizer; ours, TAO .pth or .npz)
+           | new weights (+ ImageNet backbone: model.backbone.pretrained_backbone_path, or DLA34's download)
   for each remaining epoch:
-    train on the epoch's batches (one jitted data-parallel step per batch, progress bar, TensorBoard)
+    train on the epoch's batches (one jitted data-parallel step per batch, progress bar, TensorBoard);
+      a non-finite loss stops the run; a diverging loss (`divergence.DivergenceMonitor`) warns, or stops
+      with train.stop_on_divergence
     every validation_interval epochs: decode + post-process + PnP on dataset.val_data -> Evaluator
                                       -> val_3DIoU (AP at 3D IoU 0.5), val_2DMPE
     every checkpoint_interval epochs and after the last: Orbax checkpoint (asynchronous)
-    status.json line with train_loss / val_3DIoU / val_2DMPE
+    status.json line with train_loss / val_3DIoU / val_2DMPE and the data counts (skipped, unreadable samples)
 
 Everything that decides the result (initial weights, data order, augmentation, dropout) derives from
 `train.seed`, and a checkpoint holds the whole state, so a run stopped at any point and started again with the
@@ -28,12 +33,16 @@ import tqdm
 from centerpose_jax import config as config_lib
 from centerpose_jax import errors
 from centerpose_jax import models
+from centerpose_jax.convert import pretrained
+from centerpose_jax.convert import pytorch
 from centerpose_jax.data import loader
 from centerpose_jax.evaluation import Evaluator
 from centerpose_jax.evaluation import run as evaluation_run
 from centerpose_jax.inference import draw_detections
+from centerpose_jax.models import architecture as architecture_lib
 from centerpose_jax.training import checkpoint as checkpoint_lib
 from centerpose_jax.training import distributed
+from centerpose_jax.training import divergence as divergence_lib
 from centerpose_jax.training import logging as log_lib
 from centerpose_jax.training import losses
 from centerpose_jax.training import optim
@@ -45,7 +54,8 @@ VALIDATION_IMAGES = 4  # validation frames drawn into TensorBoard
 
 
 class TrainingDivergedError(errors.CenterPoseError, RuntimeError):
-  """The loss became NaN or infinite (fp32/bf16); the run stopped without saving a checkpoint."""
+  """The loss became NaN or infinite (fp32/bf16), or diverged with `train.stop_on_divergence`; the run
+  stopped without saving a checkpoint."""
 
 
 def training_devices(config) -> List[jax.Device]:
@@ -55,28 +65,22 @@ def training_devices(config) -> List[jax.Device]:
   return config_lib.select_devices(config.train, "train")
 
 
+def pretrained_backbone_source(config):
+  """The ImageNet backbone weights of `model.use_pretrained`: `model.backbone.pretrained_backbone_path` (any
+  format `checkpoint.load_state_dict` reads), else for DLA34 TAO's public file, downloaded once into the cache
+  (`convert.pretrained`). The config check requires the path for FAN."""
+  path = config.model.backbone.pretrained_backbone_path
+  if path:
+    return path
+  return pretrained.fetch(pretrained.DLA34_IMAGENET)
+
+
 def _run_seed(config) -> int:
   """`train.seed`, or a fresh random seed when it is negative (TAO seeds only when seed >= 0)."""
   seed = int(config.train.seed)
   if seed >= 0:
     return seed
   return int(np.random.SeedSequence().generate_state(1)[0] >> 1)
-
-
-def _check_variables_match(variables: dict, expected: dict, source: str) -> None:
-  """Raises ValueError listing every leaf of `variables` that is missing, extra or misshaped."""
-  def shapes(tree):
-    return {jax.tree_util.keystr(path): tuple(leaf.shape)
-            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
-  got, want = shapes(variables), shapes(expected)
-  problems = [f"missing {key} {shape}" for key, shape in want.items() if key not in got]
-  problems += [f"unexpected {key} {shape}" for key, shape in got.items() if key not in want]
-  problems += [f"{key}: shape {got[key]}, the model needs {shape}" for key, shape in want.items()
-               if key in got and got[key] != shape]
-  if problems:
-    raise ValueError(f"{source}: the weights do not fit the configured model "
-                     f"(model.backbone.model_type and friends):\n  " + "\n  ".join(problems[:20]) +
-                     (f"\n  ... {len(problems) - 20} more" if len(problems) > 20 else ""))
 
 
 class _Trainer:
@@ -91,26 +95,22 @@ class _Trainer:
     self.devices = training_devices(config)
     self.mesh = step_lib.create_mesh(self.devices)
     self.replicated = step_lib.replicated_sharding(self.mesh)
-    local_devices = [d for d in self.devices if d.process_index == jax.process_index()]
+    self.num_local_devices = len([d for d in self.devices if d.process_index == jax.process_index()])
 
-    train_source = loader.check_dataset(loader.open_source(config.dataset.train_data), config.dataset)
+    train_check = loader.check_dataset(loader.open_source(config.dataset.train_data), config.dataset)
+    train_source = train_check.source
+    self.data_counts = {"skipped_samples": train_check.skipped}  # + unreadable_samples, counted per epoch
     self.val_source = None
     if config.dataset.val_data:
-      self.val_source = loader.check_dataset(loader.open_source(config.dataset.val_data), config.dataset,
-                                             needs_evaluation=True)
-    # Where the run starts from, decided before the loader: a resumed run keeps its seed when train.seed < 0.
+      val_check = loader.check_dataset(loader.open_source(config.dataset.val_data), config.dataset,
+                                       needs_evaluation=True)
+      self.val_source = val_check.source
+      self.data_counts["skipped_samples"] += val_check.skipped
+    self.data_counts["unreadable_samples"] = 0
     self.resume = checkpoint_lib.resume_source(config, workdir)
-    self.seed = _run_seed(config)
-    if self.resume is not None:
-      saved_seed = int(checkpoint_lib.read_meta(self.resume[0] / str(self.resume[1]),
-                                                config.encryption_key)["seed"])
-      if int(config.train.seed) < 0:
-        self.seed = saved_seed
-      elif saved_seed != self.seed:
-        std_logging.warning("resuming a run trained with seed %s under train.seed=%s: the data order follows "
-                            "the new seed", saved_seed, self.seed)
+    self.seed = _run_seed(config)  # a resumed run may take its checkpoint's (see `initial_state`)
     self.train_loader = loader.TrainLoader(train_source, config.dataset, seed=self.seed,
-                                           num_local_devices=len(local_devices))
+                                           num_local_devices=self.num_local_devices)
     self.steps_per_epoch = self.train_loader.steps_per_epoch
     self.global_batch = int(config.dataset.batch_size) * len(self.devices)
 
@@ -119,12 +119,15 @@ class _Trainer:
     self.optimizer = optim.create_optimizer(config.train, self.steps_per_epoch)
     self.schedule = optim.schedule_from_config(config.train, self.steps_per_epoch)
     self.accumulation = optim.accumulation_steps(config.train)
-    self.train_step = step_lib.make_train_step(self.model, self.optimizer,
-                                               losses.loss_weights(config.train.loss_config), self.precision,
-                                               self.mesh)
+    self.divergence = divergence_lib.DivergenceMonitor(config.train.divergence_factor,
+                                                       config.train.divergence_steps)
+    self.divergences: List[divergence_lib.Divergence] = []
+    self.saved_steps: List[int] = []  # checkpoints written by this run
+    weights = losses.loss_weights(config.train.loss_config, config.dataset)
+    self.train_step = step_lib.make_train_step(self.model, self.optimizer, weights, self.precision, self.mesh)
     self.predict_step = None  # compiled at the first validation
-    res = int(config.dataset.input_res)
-    self.input_shape = (1, res, res, 3)
+    width, height = config_lib.input_size(config.dataset)
+    self.input_shape = (1, height, width, 3)
 
   # ---------------------------------------------------------------------------------------------- state
 
@@ -140,25 +143,62 @@ class _Trainer:
     return jax.tree_util.tree_map(
         lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=self.replicated), shapes)
 
+  def _restore(self, manager: Optional[checkpoint_lib.CheckpointManager]):
+    """(state, meta, step folder) of the newest readable checkpoint of `self.resume`.
+
+    A damaged checkpoint is reported (step and reason) and skipped; in the run's own folder it is moved to
+    `<step>.damaged` so that the step can be saved again. Raises DamagedCheckpointError when none is readable.
+    """
+    folder, steps = self.resume
+    same_folder = manager is not None and folder.resolve() == manager.directory.resolve()
+    source = manager if same_folder else checkpoint_lib.CheckpointManager(
+        folder, asynchronous=False, encryption_key=self.config.encryption_key)
+    abstract = self._abstract_state()
+    configured = architecture_lib.architecture(self.config)
+    damaged = []
+    for step in steps:
+      try:
+        state, meta = source.restore(abstract, step, configured=configured)
+      except checkpoint_lib.DamagedCheckpointError as error:
+        damaged.append(error)
+        std_logging.warning("%s", error)
+        continue
+      for error in damaged:
+        kept = source.set_aside(error.step) if same_folder and self.is_main else error.step_folder
+        std_logging.warning("checkpoint %s is damaged: resuming from step %s instead; the damaged one is kept "
+                            "as %s", error.step, step, kept)
+      return state, meta, folder / str(step)
+    raise checkpoint_lib.DamagedCheckpointError(
+        folder, "every one is damaged: " + "; ".join(f"step {e.step}: {e.reason}" for e in damaged))
+
+  def _adopt_seed(self, saved_seed: int) -> None:
+    """A resumed run continues with its checkpoint's seed when train.seed < 0 (else warns if they differ)."""
+    if int(self.config.train.seed) >= 0:
+      if saved_seed != self.seed:
+        std_logging.warning("resuming a run trained with seed %s under train.seed=%s: the data order follows "
+                            "the new seed", saved_seed, self.seed)
+      return
+    self.seed = saved_seed
+    self.train_loader = loader.TrainLoader(self.train_loader.source, self.config.dataset, seed=saved_seed,
+                                           num_local_devices=self.num_local_devices)
+
   def initial_state(self, manager: Optional[checkpoint_lib.CheckpointManager]):
     """(state, epochs completed, data iterator state to resume within that epoch or None, description).
 
     `manager` is the run's own checkpoint manager (None in a dry run).
     """
     if self.resume is not None:
-      folder, step = self.resume
-      same_folder = manager is not None and folder.resolve() == manager.directory.resolve()
-      source = manager if same_folder else checkpoint_lib.CheckpointManager(
-          folder, asynchronous=False, encryption_key=self.config.encryption_key)
-      state, meta = source.restore(self._abstract_state(), step)
+      state, meta, step_folder = self._restore(manager)
       if int(meta.get("batches_per_epoch", self.steps_per_epoch)) != self.steps_per_epoch:
         std_logging.warning("the checkpoint was written with %s batches per epoch, this run has %s (dataset or "
                             "batch size changed): epochs and the LR schedule shift", meta["batches_per_epoch"],
                             self.steps_per_epoch)
+      self._adopt_seed(int(meta["seed"]))
+      self.data_counts["unreadable_samples"] = int(meta.get("unreadable_samples", 0))
       epoch, data_state = int(meta["epoch"]), meta.get("data_iterator")
       if data_state is not None and int(data_state["epoch"]) != epoch:
         data_state = None  # the saved iterator finished its epoch: the next one starts from its beginning
-      return state, epoch, data_state, f"resumed from {folder / str(step)}"
+      return state, epoch, data_state, f"resumed from {step_folder}"
 
     # Initialisation draws from an "rbg" key: XLA's RngBitGenerator compiles 3x faster than threefry for the
     # hundreds of parameter initialisers. Dropout / drop-path use the threefry key `train_rng`, whose values do
@@ -168,20 +208,21 @@ class _Trainer:
 
     pretrained = self.config.train.pretrained_model_path
     if pretrained:
-      variables = checkpoint_lib.load_variables(pretrained, encryption_key=self.config.encryption_key)
       expected = jax.eval_shape(lambda: state_lib.init_variables(self.model, init_rng, self.input_shape))
-      _check_variables_match(variables, expected, pretrained)
+      variables = checkpoint_lib.load_fitting_variables(pretrained, expected, self.config,
+                                                        encryption_key=self.config.encryption_key,
+                                                        model=self.model)
       description = f"weights from {pretrained}"
     else:
       variables = state_lib.init_variables(self.model, init_rng, self.input_shape, self.replicated)
       description = f"new weights (seed {self.seed})"
-      backbone_path = self.config.model.backbone.pretrained_backbone_path
-      if self.config.model.use_pretrained and backbone_path:
-        from centerpose_jax.convert import pytorch  # pylint: disable=g-import-not-at-top
-        loaded = pytorch.load_pretrained_backbone(step_lib.to_host(variables), backbone_path,
-                                                  self.config.model.backbone.model_type)
+      if self.config.model.use_pretrained:
+        source = pretrained_backbone_source(self.config)
+        loaded = pytorch.load_pretrained_backbone(
+            step_lib.to_host(variables), checkpoint_lib.load_state_dict(source, self.config.encryption_key),
+            self.config.model.backbone.model_type)
         variables = loaded.variables
-        description += f", ImageNet backbone from {backbone_path} ({len(loaded.used_keys)} tensors)"
+        description += f", ImageNet backbone from {source} ({len(loaded.used_keys)} tensors)"
     return self._new_state(variables, train_rng), 0, None, description
 
   # ---------------------------------------------------------------------------------------------- epochs
@@ -238,6 +279,9 @@ class _Trainer:
           f"train.optim.lr, a positive train.clip_grad_val, or check the data (tools/validate_dataset.py).")
     if math.isfinite(loss):
       losses_seen.append(loss)
+    diverged = self.divergence.update(step + 1, loss)
+    if diverged is not None:
+      self._on_divergence(diverged, log)
     lr = float(self.schedule(step // self.accumulation))
     elapsed = time.perf_counter() - started if started is not None else 0.0
     speed = timed_steps * self.global_batch / elapsed if elapsed > 0 and timed_steps else math.nan
@@ -247,6 +291,22 @@ class _Trainer:
     log.scalars(step + 1, scalars, "train")
     bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.3g}", samples_per_s=f"{speed:.2f}", refresh=False)
     bar.update(1)
+
+  def _on_divergence(self, diverged: divergence_lib.Divergence, log: log_lib.TrainingLog) -> None:
+    """Stops the run (`train.stop_on_divergence`) or warns, naming the checkpoints written before the onset."""
+    good = [step for step in self.saved_steps if step < diverged.onset]
+    after = [step for step in self.saved_steps if step >= diverged.onset]
+    where = (f"the last checkpoint written before the loss began to grow is {self.workdir}/{good[-1]}"
+             if good else "no checkpoint was written before the loss began to grow")
+    if after:
+      where += f"; checkpoints {', '.join(map(str, after))} hold the diverging model"
+    advice = "Try a lower train.optim.lr or a positive train.clip_grad_val, or check the data."
+    if self.config.train.stop_on_divergence:
+      raise TrainingDivergedError(f"{diverged}: stopped without saving ({where}). {advice}")
+    self.divergences.append(diverged)
+    message = f"{diverged}; training goes on (train.stop_on_divergence=True stops it); {where}. {advice}"
+    std_logging.warning("%s", message)
+    log.status("RUNNING", message, verbosity="WARNING")
 
   # ---------------------------------------------------------------------------------------------- validation
 
@@ -296,11 +356,16 @@ def train_and_evaluate(config, workdir: Optional[str] = None) -> dict:
     A summary: workdir, start (where the weights came from: "resumed from <step folder>", "new weights ...",
     "weights from ..."), epochs (completed), steps, train_loss (mean of the last epoch), val_3DIoU /
     val_2DMPE (last validation, absent without validation data), skipped_steps (fp16), samples_per_second,
-    seconds, fingerprint (SHA-256 of the final weights, as tools/checkpoint_info.py prints) and checkpoint
-    (the latest step folder; absent in a dry run).
+    seconds, fingerprint (SHA-256 of the final weights, as tools/checkpoint_info.py prints), checkpoint
+    (the latest step folder; absent in a dry run), skipped_samples (invalid samples left out with
+    dataset.skip_invalid), unreadable_samples (images that failed to decode while training, weight 0) and
+    diverged_at (steps at which a divergence was detected and training went on).
 
   Raises:
-    TrainingDivergedError: the loss became non-finite (fp32 / bf16).
+    TrainingDivergedError: the loss became non-finite (fp32 / bf16), or diverged with
+      train.stop_on_divergence.
+    annotations.DatasetError: invalid samples (without dataset.skip_invalid).
+    checkpoint.DamagedCheckpointError: no checkpoint to resume from can be read.
   """
   distributed.initialize(int(config.train.num_nodes))
   workdir = os.path.abspath(workdir or checkpoint_lib.train_dir(config))
@@ -319,7 +384,7 @@ def train_and_evaluate(config, workdir: Optional[str] = None) -> dict:
           f"{trainer.global_batch}, {trainer.steps_per_epoch} steps/epoch, precision {trainer.precision}: "
           f"{origin}; epoch {epoch + 1} of {num_epochs}, step {step}")
   log.status("STARTED" if step == 0 else "RUNNING", f"Starting training: {origin}", epoch=epoch,
-             max_epoch=num_epochs)
+             max_epoch=num_epochs, data=dict(trainer.data_counts))
   summary = {"workdir": workdir, "start": origin}
   train_loss, speed, val_metrics = math.nan, math.nan, {}
   try:
@@ -328,6 +393,7 @@ def train_and_evaluate(config, workdir: Optional[str] = None) -> dict:
       data_state = None
       epoch += 1
       step = int(step_lib.to_host(state.step))
+      trainer.data_counts["unreadable_samples"] += int(iterator_state["failed_samples"])
       kpi = {"train_loss": train_loss}
       # As Lightning's check_val_every_n_epoch: epochs that are multiples of the interval.
       if trainer.val_source is not None and (trainer.dry_run or epoch % config.train.validation_interval == 0):
@@ -340,11 +406,16 @@ def train_and_evaluate(config, workdir: Optional[str] = None) -> dict:
         break
       if epoch % config.train.checkpoint_interval == 0 or epoch == num_epochs:
         manager.save(state, {"epoch": epoch, "data_iterator": iterator_state, "seed": trainer.seed,
+                             "model": architecture_lib.architecture(config),
+                             "unreadable_samples": trainer.data_counts["unreadable_samples"],
                              "precision": trainer.precision, "batches_per_epoch": trainer.steps_per_epoch})
+        trainer.saved_steps.append(step)
       log.scalars(step, {"epoch_loss": train_loss}, "train")
-      log.status("RUNNING", f"Epoch {epoch} of {num_epochs} done", epoch=epoch, max_epoch=num_epochs, kpi=kpi)
+      log.scalars(step, trainer.data_counts, "data")
+      log.status("RUNNING", f"Epoch {epoch} of {num_epochs} done", epoch=epoch, max_epoch=num_epochs, kpi=kpi,
+                 data=dict(trainer.data_counts))
   except TrainingDivergedError as error:
-    log.status("FAILURE", str(error), epoch=epoch, max_epoch=num_epochs)
+    log.status("FAILURE", str(error), epoch=epoch, max_epoch=num_epochs, data=dict(trainer.data_counts))
     raise
   finally:
     if manager is not None:
@@ -355,16 +426,20 @@ def train_and_evaluate(config, workdir: Optional[str] = None) -> dict:
   variables = step_lib.to_host(state.variables())
   summary.update(epochs=epoch, steps=step, train_loss=train_loss, samples_per_second=speed,
                  skipped_steps=int(step_lib.to_host(state.skipped_steps)), seconds=time.perf_counter() - start,
-                 fingerprint=checkpoint_lib.fingerprint(variables), **val_metrics)
+                 fingerprint=checkpoint_lib.fingerprint(variables), diverged_at=[d.step for d in trainer.divergences],
+                 **trainer.data_counts, **val_metrics)
   if manager is not None and manager.latest_step() is not None:
     summary["checkpoint"] = str(manager.directory / str(manager.latest_step()))
   message = (f"training done: {epoch} epochs, {step} steps, train_loss {train_loss:.4f}"
              + "".join(f", {k} {v:.4f}" for k, v in val_metrics.items())
              + (f", {summary['skipped_steps']} fp16 steps skipped" if trainer.precision == "fp16" else "")
+             + "".join(f", {count} {name.replace('_', ' ')}" for name, count in trainer.data_counts.items()
+                       if count)
+             + "".join(f", WARNING: the loss diverged at step {d.step}" for d in trainer.divergences)
              + f", {summary['seconds']:.0f} s; "
              + ("dry run, nothing saved" if trainer.dry_run else f"checkpoints in {workdir}"))
   log.status("SUCCESS", message, epoch=epoch, max_epoch=num_epochs,
-             kpi={"train_loss": train_loss, **val_metrics})
+             kpi={"train_loss": train_loss, **val_metrics}, data=dict(trainer.data_counts))
   if trainer.is_main:
     print(message)
   return summary

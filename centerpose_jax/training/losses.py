@@ -33,11 +33,18 @@ LOSS_TERMS = (
 )
 
 
-def loss_weights(loss_config) -> Dict[str, float]:
-  """{head: weight} from `train.loss_config`; a head whose flag is off (or weight 0) gets weight 0."""
+def loss_weights(loss_config, dataset_config=None) -> Dict[str, float]:
+  """{head: weight} from `train.loss_config`; a head whose flag is off (or weight 0) gets weight 0.
+
+  TAO has two copies of the flags: `train.loss_config.<flag>` switches the loss term and `dataset.<flag>`
+  whether the loader produces its target (TAO crashes when the loss wants a target the loader left out). Here
+  a term is used when both copies are on; pass `dataset_config` (`config.dataset`) to honour the second.
+  """
   weights = {}
   for head, weight_name, flag_name in LOSS_TERMS:
     enabled = flag_name is None or bool(loss_config[flag_name])
+    if flag_name is not None and dataset_config is not None:
+      enabled = enabled and bool(dataset_config[flag_name])
     weights[head] = float(loss_config[weight_name]) if enabled else 0.0
   return weights
 

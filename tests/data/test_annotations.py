@@ -89,9 +89,17 @@ def test_symmetry_and_evaluation_fields_are_required_only_when_used(good_label):
   label["objects"][0]["symmetric"] = "False"  # TAO gives this object a single copy: no 3D fields needed
   assert "/d/a.json: objects[0].keypoints_3d: missing" not in _problems(label, needs_symmetry=True)
   evaluation = _problems(label, needs_evaluation=True)
-  assert "/d/a.json: objects[2].visibility: missing" in evaluation
   assert "/d/a.json: objects[0].keypoints_3d: missing" in evaluation
-  assert any(p.startswith("/d/a.json: AR_data: missing") for p in evaluation)
+  # Custom / Isaac Sim labels: no AR_data, visibility or image size is still evaluated (scale from the box).
+  assert not [p for p in evaluation if "visibility" in p or "AR_data" in p]
+  del label["camera_data"]["width"]
+  assert _problems(label, needs_evaluation=True) == evaluation
+  label["AR_data"] = {"plane_center": [0, 0], "plane_normal": [0, 1, 0]}  # present: checked
+  label["objects"][2]["visibility"] = "high"
+  assert _problems(label, needs_evaluation=True) == evaluation + [
+      "/d/a.json: objects[2].visibility: expected a number, got str",
+      "/d/a.json: AR_data.plane_center: expected shape 3, got 2"]
+  assert _problems(label) == []  # training reads none of them
 
 
 def test_all_problems_of_a_file_are_returned(good_label):
@@ -159,7 +167,9 @@ def test_training_check_stops_or_skips(dataset_with_bad_files, caplog):
   assert len(raised.value.problems) == 3
   assert "seq_b/000.json: objects[1].scale" in str(raised.value) and "seq_b/001.json: file" in str(raised.value)
   dataset.skip_invalid = True
-  kept = loader.check_dataset(source, dataset)
+  checked = loader.check_dataset(source, dataset)
+  kept = checked.source
   assert [kept[i].path for i in range(len(kept))] == [source[0].path, source[1].path]
+  assert checked.skipped == 2
   warnings = [r for r in caplog.records if r.levelname == "WARNING"]
   assert len(warnings) == 1 and "skipping 2 invalid samples of 4" in warnings[0].getMessage()

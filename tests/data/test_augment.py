@@ -34,7 +34,8 @@ def test_color_transform_equals_the_sequential_operations():
     found = (image.astype(np.float64) / 255.0) @ matrix.T + offset
     np.testing.assert_allclose(found, reference, atol=2e-6)
     # The network input applies it before mean/std in one pass (a square letterbox to its own size is the identity).
-    normalised = augment.make_input(image, augment.letterbox_crop(32, 32), (32, 32), dataset.mean, dataset.std,
+    crop = augment.letterbox_crop(32, 32, input_size=(32, 32))
+    normalised = augment.make_input(image, crop, (32, 32), dataset.mean, dataset.std,
                                     rng=np.random.default_rng(seed), eig_val=dataset.eig_val,
                                     eig_vec=dataset.eig_vec)
     np.testing.assert_allclose(normalised, (reference - dataset.mean) / np.asarray(dataset.std), atol=1e-5)
@@ -47,7 +48,8 @@ def test_random_crop_follows_tao_rules():
   assert augment.crop_border(128, 100) == 32
   scales, centers = set(), []
   for index in range(200):
-    crop = augment.sample_crop(np.random.default_rng([7, 0, index]), 600, 800, flip_probability=0.0)
+    crop = augment.sample_crop(np.random.default_rng([7, 0, index]), 600, 800, input_size=(512, 512),
+                               flip_probability=0.0)
     scales.add(round(crop.scale / 800, 6))
     centers.append(crop.center)
     assert crop.rot_deg == 0.0 and not crop.flipped
@@ -58,14 +60,15 @@ def test_random_crop_follows_tao_rules():
 
 
 def test_draws_depend_only_on_the_generator():
-  first = augment.sample_crop(np.random.default_rng([1, 2, 3]), 640, 480, rotation_probability=0.5,
-                              max_rotation_deg=30.0)
-  again = augment.sample_crop(np.random.default_rng([1, 2, 3]), 640, 480, rotation_probability=0.5,
-                              max_rotation_deg=30.0)
+  first = augment.sample_crop(np.random.default_rng([1, 2, 3]), 640, 480, input_size=(512, 512),
+                              rotation_probability=0.5, max_rotation_deg=30.0)
+  again = augment.sample_crop(np.random.default_rng([1, 2, 3]), 640, 480, input_size=(512, 512),
+                              rotation_probability=0.5, max_rotation_deg=30.0)
   assert np.array_equal(first.center, again.center) and first.scale == again.scale
   assert first.rot_deg == again.rot_deg and first.flipped == again.flipped
-  flips = [augment.sample_crop(np.random.default_rng([1, 0, i]), 640, 480).flipped for i in range(400)]
+  flips = [augment.sample_crop(np.random.default_rng([1, 0, i]), 640, 480, input_size=(512, 512)).flipped
+           for i in range(400)]
   assert 150 < sum(flips) < 250  # flip probability 0.5
-  rotations = [augment.sample_crop(np.random.default_rng([1, 0, i]), 640, 480, rotation_probability=0.5,
-                                   max_rotation_deg=30.0).rot_deg for i in range(400)]
+  rotations = [augment.sample_crop(np.random.default_rng([1, 0, i]), 640, 480, input_size=(512, 512),
+                                   rotation_probability=0.5, max_rotation_deg=30.0).rot_deg for i in range(400)]
   assert 150 < np.count_nonzero(rotations) < 250 and max(np.abs(rotations)) <= 30.0

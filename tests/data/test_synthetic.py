@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from centerpose_jax import geometry
+from centerpose_jax.data import discovery
 from centerpose_jax.data import synthetic
 from centerpose_jax.data import synthetic_render
 from centerpose_jax.data import synthetic_shapes
@@ -219,3 +220,53 @@ def test_cli_writes_train_and_val(tmp_path, capsys):
   assert make_synthetic_dataset.main(argv[:4] + ["--num-train", "1"] + argv[6:]) == 2
   assert make_synthetic_dataset.main(argv[:3] + ["bottle"] + argv[4:] + ["--skip-existing"]) == 2
   assert "category 'cup', now 'bottle'" in capsys.readouterr().err
+
+
+def _object_to_world(annotation, obj) -> np.ndarray:
+  """[4, 4] object -> world transform of a labelled object (the view matrix maps world -> OpenGL camera)."""
+  view = np.array(annotation["camera_data"]["camera_view_matrix"])
+  return np.linalg.inv(view) @ geometry.transform_from_pose(obj["location"], obj["quaternion_xyzw"])
+
+
+def test_cli_writes_labelled_sequences_with_a_smoothly_moving_camera_and_their_videos(tmp_path, capsys):
+  out = tmp_path / "synth"
+  frames, fps = 8, 10.0
+  argv = ["--out", str(out), "--category", "camera", "--num-train", "0", "--num-val", "0", "--seed", "3",
+          "--width", "96", "--height", "80", "--max-objects", "2", "--workers", "1", "--sequences", "2",
+          "--sequence-frames", str(frames), "--fps", str(fps), "--moving-object"]
+  assert make_synthetic_dataset.main(argv) == 0
+  summary = json.loads(capsys.readouterr().out)["sequences"]
+  assert (summary["sequences"], summary["frames"], summary["rendered"]) == (2, 2 * frames, 2 * frames)
+  root = out / synthetic.SEQUENCES_FOLDER
+  still_objects = 0
+  assert not (out / "train").exists() and json.loads((root / "synthetic.json").read_text())["moving_object"]
+  for sequence in ("0000", "0001"):
+    labels = [json.loads((root / sequence / f"{i:06d}.json").read_text()) for i in range(frames)]
+    sidecar = json.loads((root / f"{sequence}.json").read_text())
+    assert sidecar["camera_data"]["intrinsics"] == labels[0]["camera_data"]["intrinsics"]
+    assert (sidecar["fps"], sidecar["num_frames"]) == (fps, frames)
+    video = cv2.VideoCapture(str(root / f"{sequence}.mp4"))
+    assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == frames and video.get(cv2.CAP_PROP_FPS) == fps
+    ok, first = video.read()
+    video.release()
+    assert ok and first.shape == (80, 96, 3)
+    # The same objects, under the same names, in every frame; the first one moves over the ground, the others
+    # stand still; the camera moves a little every frame.
+    names = [[obj["name"] for obj in label["objects"]] for label in labels]
+    assert names == [names[0]] * frames and 1 <= len(names[0]) <= 2
+    poses = np.array([[_object_to_world(label, obj) for obj in label["objects"]] for label in labels])
+    mover_steps = np.linalg.norm(np.diff(poses[:, 0, :3, 3], axis=0), axis=1)
+    assert (mover_steps > 1e-4).all() and np.ptp(poses[:, 0, 1, 3]) < 1e-9  # drives at a constant height
+    np.testing.assert_allclose(poses[:, 1:], np.broadcast_to(poses[:1, 1:], poses[:, 1:].shape), atol=1e-9)
+    still_objects += poses.shape[1] - 1
+    centres = np.array([np.linalg.inv(label["camera_data"]["camera_view_matrix"])[:3, 3] for label in labels])
+    steps = np.linalg.norm(np.diff(centres, axis=0), axis=1)
+    assert (steps > 0).all() and steps.max() < 3 * steps.min() + 1e-3  # smooth: no jumps between frames
+    for label in labels:
+      for obj in label["objects"]:  # every box centre inside every frame
+        assert 0 <= obj["projected_cuboid"][0][0] < 96 and 0 <= obj["projected_cuboid"][0][1] < 80
+  assert still_objects > 0
+  # The frame folders are datasets as they are; other sequence settings are refused.
+  assert len(discovery.discover(root / "0000").pairs) == frames
+  assert make_synthetic_dataset.main(argv[:-1] + ["--skip-existing"]) == 2
+  assert "moving_object True, now False" in capsys.readouterr().err

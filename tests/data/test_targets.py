@@ -22,9 +22,9 @@ CHANNEL_MAPS = ("hm", "hm_hp")  # stored [S, C, R, R] by TAO, [S, R, R, C] here
 
 
 def _fixture_config(category, flipped):
-  """The dataset settings the fixtures were made with (GEOMETRY.md, targets/)."""
-  dataset = default.get_config().dataset
-  dataset.category = category
+  """The dataset settings the fixtures were made with (GEOMETRY.md, targets/): the category's config (chair 4 and
+  bottle 12 symmetry copies, as TAO hard-codes them)."""
+  dataset = default.get_category_config(category).dataset
   dataset.not_rand_crop = True
   dataset.no_color_aug = True
   dataset.flip = 1.0 if flipped else 0.0
@@ -86,9 +86,10 @@ def _grid_keypoints(encoded):
 
 def test_flip_mirrors_and_permutes_corners():
   label = _front_facing_box_label()
-  crops = {flipped: augment.sample_crop(np.random.default_rng(0), 640, 480, random_crop=False,
+  crops = {flipped: augment.sample_crop(np.random.default_rng(0), 640, 480, input_size=(512, 512), random_crop=False,
                                         flip_probability=float(flipped)) for flipped in (False, True)}
-  encoded = {flipped: targets.encode_targets(label, 640, 480, crop, num_symmetry=1, max_objs=10, output_res=128)
+  encoded = {flipped: targets.encode_targets(label, 640, 480, crop, num_symmetry=1, max_objs=10,
+                                             output_size=(128, 128))
              for flipped, crop in crops.items()}
   for flipped in (False, True):
     keypoints = _grid_keypoints(encoded[flipped])
@@ -107,8 +108,8 @@ def test_flipped_input_is_the_mirrored_image(tao_reference):
   folder = tao_reference / "targets" / "t05_synth_three_objects"
   image = cv2.imread(str(folder / "frame.png"))
   dataset = default.get_config().dataset
-  crop = augment.sample_crop(np.random.default_rng(0), image.shape[1], image.shape[0], random_crop=False,
-                             flip_probability=1.0)
+  crop = augment.sample_crop(np.random.default_rng(0), image.shape[1], image.shape[0], input_size=(512, 512),
+                             random_crop=False, flip_probability=1.0)
   flipped = augment.make_input(image, crop, (512, 512), dataset.mean, dataset.std)
   mirrored_image = augment.make_input(image[:, ::-1].copy(), augment.CropParams(crop.center, crop.scale, 0.0, False),
                                       (512, 512), dataset.mean, dataset.std)
@@ -121,8 +122,9 @@ def chair_label(tao_reference):
 
 
 def _encode(label, num_symmetry):
-  crop = augment.letterbox_crop(600, 800)
-  return targets.encode_targets(label, 600, 800, crop, num_symmetry=num_symmetry, max_objs=10, output_res=128)
+  crop = augment.letterbox_crop(600, 800, input_size=(512, 512))
+  return targets.encode_targets(label, 600, 800, crop, num_symmetry=num_symmetry, max_objs=10,
+                                output_size=(128, 128))
 
 
 def test_symmetry_copies_rotate_about_the_object_up_axis(chair_label):
@@ -145,9 +147,9 @@ def test_symmetry_copies_rotate_about_the_object_up_axis(chair_label):
 
 
 def test_symmetric_key_sets_the_copy_count_per_object(chair_label):
-  assert targets.symmetry_count("chair", 1) == 4
-  assert targets.symmetry_count("bottle", 1) == 12
-  assert targets.symmetry_count("shoe", 3) == 3
+  assert default.get_category_config("chair").dataset.num_symmetry == 4
+  assert default.get_category_config("bottle").dataset.num_symmetry == 12
+  assert default.get_category_config("shoe").dataset.num_symmetry == 1
   label = copy.deepcopy(chair_label)
   all_copies = _encode(label, 4)["reg_mask"][:, 0]
   np.testing.assert_array_equal(all_copies, [1, 1, 1, 1])
@@ -177,8 +179,8 @@ def test_gaussian_peak_is_one_and_clipped_at_the_border():
 
 def test_center_3d_puts_the_peak_at_the_projected_centre(tao_reference):
   label = json.loads((tao_reference / "targets" / "t05_synth_three_objects" / "frame.json").read_text())
-  crop = augment.letterbox_crop(640, 480)
-  encoded = targets.encode_targets(label, 640, 480, crop, num_symmetry=1, max_objs=10, output_res=128,
+  crop = augment.letterbox_crop(640, 480, input_size=(512, 512))
+  encoded = targets.encode_targets(label, 640, 480, crop, num_symmetry=1, max_objs=10, output_size=(128, 128),
                                    center_3d=True)
   to_grid = transforms.affine_transform_matrix(crop.center, crop.scale, 0.0, (128, 128))
   for k, obj in enumerate(label["objects"]):
@@ -188,6 +190,15 @@ def test_center_3d_puts_the_peak_at_the_projected_centre(tao_reference):
     np.testing.assert_allclose(encoded["reg"][0, k], center - np.trunc(center), atol=1e-5)
   # A centre pushed off the grid drops the object (TAO: "do not consider objects whose center is out").
   label["objects"][0]["projected_cuboid"][0] = [700.0, 100.0]
-  dropped = targets.encode_targets(label, 640, 480, crop, num_symmetry=1, max_objs=10, output_res=128,
+  dropped = targets.encode_targets(label, 640, 480, crop, num_symmetry=1, max_objs=10, output_size=(128, 128),
                                    center_3d=True)
   np.testing.assert_array_equal(dropped["reg_mask"][0, :3], [0, 1, 1])
+
+
+def test_training_uses_the_configured_num_symmetry():
+  """The category defaults live in the category configs only: a chair config set to 1 copy gets 1 copy."""
+  dataset = default.get_category_config("chair").dataset
+  assert loader.SampleSettings.from_config(dataset).num_symmetry == 4
+  dataset.num_symmetry = 1
+  assert loader.SampleSettings.from_config(dataset).num_symmetry == 1
+  assert not hasattr(targets, "CATEGORY_SYMMETRY")

@@ -133,3 +133,21 @@ def test_rotation_about_up_axis_matches_tao_convention():
   np.testing.assert_allclose(turned[0], box, atol=1e-12)
   np.testing.assert_allclose(turned[1, 0], box[0], atol=1e-12)
   np.testing.assert_allclose(turned[1, 5] - box[0], [0.5, -0.5, 1.0], atol=1e-12)
+
+
+def test_a_polygon_clipped_away_adds_nothing_whatever_memory_held():
+  """A polygon entirely outside its plane becomes zero vertices at the origin, never uninitialised memory.
+
+  numpy hands a freed small buffer straight back to the next array of the same size, so a NaN-filled
+  buffer freed just before the clip is what an uninitialised result would contain.
+  """
+  square = np.array([[1.0, 0.0, 0.0], [1.0, 1.0, 0.0], [1.0, 1.0, 1.0], [1.0, 0.0, 1.0]])
+  polygons = np.repeat(square[None, [0, 1, 2, 3] + [3] * (box3d._MAX_POLYGON_VERTICES - 4)], 2, axis=0)
+  normals, offsets = np.array([[-1.0, 0.0, 0.0]] * 2), np.array([0.5, 2.0])  # keeps x <= 0.5, then x <= 2
+  poison = np.full_like(polygons, np.nan)
+  del poison
+  clipped, counts = box3d._clip_polygons(polygons, np.array([4, 4]), normals, offsets)
+  assert counts.tolist() == [0, 4]
+  assert np.array_equal(clipped[0], np.zeros_like(clipped[0]))
+  np.testing.assert_array_equal(clipped[1], polygons[1])
+  assert box3d._x_moments(clipped)[0] == 0.0

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import shutil
 
 import jax
 import numpy as np
@@ -9,16 +10,16 @@ import pytest
 
 from centerpose_jax.data import loader
 from centerpose_jax.data import synthetic
-from centerpose_jax.data import transforms
 from centerpose_jax.evaluation import Evaluator
 from centerpose_jax.evaluation import run
+from centerpose_jax.evaluation.report import format_report
 from centerpose_jax.models import create_model
 from centerpose_jax.training import state as state_lib
 from configs import default
+from helpers import oracle_decoded
 from helpers import save_checkpoint
 
 INPUT = 64
-NUM_SELECT = 100
 
 
 def small_config(data_dir, results_dir):
@@ -43,28 +44,6 @@ def dataset(tmp_path_factory):
   return folder
 
 
-def _oracle_decoded(batch, output_res):
-  """Decoder outputs that put every ground-truth object at its labelled place, score 0.9 (grid units)."""
-  size = len(batch["image_path"])
-  decoded = {"bboxes": np.zeros((size, NUM_SELECT, 4), np.float32),
-             "scores": np.zeros((size, NUM_SELECT, 1), np.float32),
-             "obj_scale": np.ones((size, NUM_SELECT, 3), np.float32),
-             "kps_displacement_mean": np.zeros((size, NUM_SELECT, 16), np.float32)}
-  for i, annotation in enumerate(batch["annotation"]):
-    if annotation is None:
-      continue
-    to_grid = transforms.affine_transform_matrix(batch["center"][i], float(batch["crop_scale"][i]), 0.0,
-                                                 (output_res, output_res))
-    for k, obj in enumerate(annotation["objects"]):
-      corners = transforms.apply_affine(np.asarray(obj["projected_cuboid"], np.float64)[1:], to_grid)
-      decoded["bboxes"][i, k] = np.concatenate([corners.min(0), corners.max(0)])
-      decoded["scores"][i, k] = 0.9
-      decoded["obj_scale"][i, k] = np.asarray(obj["scale"]) / obj["scale"][1]
-      decoded["kps_displacement_mean"][i, k] = corners.reshape(-1)
-  decoded["kps_heatmap_mean"] = decoded["kps_displacement_mean"].copy()
-  return decoded
-
-
 def test_score_batch_gives_full_ap_for_ground_truth_detections(dataset, tmp_path):
   config = small_config(dataset, tmp_path)
   source = loader.open_source(config.dataset.test_data)
@@ -72,7 +51,7 @@ def test_score_batch_gives_full_ap_for_ground_truth_detections(dataset, tmp_path
   frames = 0
   for batch in loader.iterate_eval_batches(source, config.dataset, with_targets=False, shard_index=0,
                                            shard_count=1, workers=0):
-    detections = run.score_batch(evaluator, _oracle_decoded(batch, INPUT // 4), batch, config)
+    detections = run.score_batch(evaluator, oracle_decoded(batch, INPUT // 4), batch, config)
     assert len(detections) == len(batch["image_path"])
     for weight, annotation, found in zip(batch["sample_weight"], batch["annotation"], detections):
       expected = len(annotation["objects"]) if weight else 0
@@ -100,3 +79,32 @@ def test_evaluate_task_writes_the_report(dataset, tmp_path):
   with open(out / "per_image.csv", newline="") as stream:
     images = {row["image_id"] for row in csv.DictReader(stream)}
   assert len(images) == 5
+
+
+def test_labels_without_ar_data_visibility_or_image_size_are_evaluated(dataset, tmp_path):
+  """Custom / Isaac Sim labels: the metric scale then comes from the ground-truth box, counted in the report."""
+  custom = tmp_path / "custom" / "val"
+  shutil.copytree(dataset / "val", custom)
+  labels = sorted(custom.glob("*.json"))
+  for index, path in enumerate(labels):
+    label = json.loads(path.read_text())
+    if index >= 2:  # frames 0 and 1 keep their AR_data
+      del label["AR_data"]
+    del label["camera_data"]["width"], label["camera_data"]["height"]
+    for obj in label["objects"]:
+      del obj["visibility"]
+    path.write_text(json.dumps(label))
+  config = small_config(tmp_path / "custom", tmp_path / "results")
+  source = loader.check_dataset(loader.open_source(config.dataset.test_data), config.dataset,
+                                needs_evaluation=True)  # what evaluate.py checks: nothing is missing
+  evaluator = Evaluator.from_config(config)
+  for batch in loader.iterate_eval_batches(source, config.dataset, with_targets=False, shard_index=0,
+                                           shard_count=1, workers=0):
+    run.score_batch(evaluator, oracle_decoded(batch, INPUT // 4), batch, config)
+  results = evaluator.finalize()
+  assert results["scale_sources"] == {"ar_plane": 2, "gt_height": len(labels) - 2}
+  assert [row["width"] for row in results["per_image"]] == [120.0] * len(labels)  # the decoded image's size
+  assert results["headline"]["3DIoU_AP@0.5"] > 0.95 and results["headline"]["2DMPE"] < 0.01
+  report = format_report(results)
+  assert "metric scale: from the AR ground plane (AR_data) in 2 frames, from the ground-truth box height " \
+         f"(no AR_data) in {len(labels) - 2} frames" in report

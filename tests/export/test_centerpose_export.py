@@ -4,8 +4,12 @@ DLA34 with TAO's structure (all levels, DLAUp/IDAUp, ConvGRU, seven heads, decod
 width, random weights, exported by `run_export` from a checkpoint folder at a non-square 96x128 input.
 """
 
+import contextlib
+import io
 import json
+import pathlib
 
+import jax
 import numpy as np
 import onnx
 import pytest
@@ -39,13 +43,18 @@ def small_config():
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-  """(config, variables, ExportResult) of one export through `run_export`."""
+  """(config, variables, ExportResult, printed text) of one export through `run_export`, to the default path
+  (export.onnx_file unset, export.results_dir set) with export.verbose."""
   folder = tmp_path_factory.mktemp("export")
   config = small_config()
   variables = random_variables(create_model(config), (HEIGHT, WIDTH))
   config.export.checkpoint = str(save_checkpoint(folder / "checkpoint", variables))
-  config.export.onnx_file = str(folder / "centerpose.onnx")
-  return config, variables, run_export(config)
+  config.export.results_dir = str(folder / "exported")
+  config.export.verbose = True
+  printed = io.StringIO()
+  with contextlib.redirect_stdout(printed):
+    result = run_export(config)
+  return config, variables, result, printed.getvalue()
 
 
 def _dims(value):
@@ -53,7 +62,7 @@ def _dims(value):
 
 
 def test_export_has_taos_interface_and_passes_the_checker(exported):
-  config, variables, result = exported
+  config, variables, result, _ = exported
   assert max(result.errors.values()) <= onnx_export.DEFAULT_TOLERANCE, result.errors
   model = onnx.load(result.path)
   onnx.checker.check_model(model, full_check=True)
@@ -78,7 +87,7 @@ def test_export_has_taos_interface_and_passes_the_checker(exported):
 
 
 def test_onnx_predictor_matches_the_jax_predictor(exported):
-  config, variables, result = exported
+  config, variables, result, _ = exported
   config.inference.onnx_file = str(result.path)
   onnx_predictor = create_predictor(config, "inference")  # what infer.py gets with inference.onnx_file
   assert onnx_predictor.metadata["category"] == "shoe"
@@ -90,6 +99,25 @@ def test_onnx_predictor_matches_the_jax_predictor(exported):
   errors = task.decoded_output_errors(from_onnx, from_jax)
   assert max(errors.values()) <= onnx_export.DEFAULT_TOLERANCE, errors
   assert from_onnx["scores"].max() > 0.1  # real detections, not an all-empty output
+
+
+def test_results_dir_and_verbose_take_effect(exported):
+  config, _, result, printed = exported
+  assert result.path == pathlib.Path(config.export.results_dir) / "centerpose.onnx"  # <results_dir>/<model_name>
+  summary = task.graph_summary(onnx.load(result.path))
+  assert summary in printed  # export.verbose
+  assert "inputs: input [batch_size, 3, 96, 128]" in summary and "ConvTranspose" in summary
+  assert f"outputs: bboxes [batch_size, {NUM_SELECT}, 4]" in summary
+
+
+def test_export_device_follows_on_cpu_and_gpu_id():
+  export = small_config().export
+  assert task.export_device(export) == jax.devices()[0]
+  export.on_cpu = True
+  assert task.export_device(export).platform == "cpu"
+  export.on_cpu, export.gpu_id = False, len(jax.devices())
+  with pytest.raises(onnx_export.ExportSettingsError, match=f"export.gpu_id={len(jax.devices())}"):
+    task.export_device(export)
 
 
 def test_input_channel_other_than_3_is_refused_before_loading(tmp_path):

@@ -5,7 +5,9 @@ import json
 import numpy as np
 import pytest
 
+from centerpose_jax.inference import camera as camera_lib
 from centerpose_jax.inference import draw_detections
+from centerpose_jax.inference import prediction_record
 from centerpose_jax.inference import solve_pnp
 from centerpose_jax.inference import write_prediction_json
 
@@ -43,7 +45,7 @@ def test_drawing_marks_the_object(case):
   assert _has_colour(patch, (0, 0, 255))
 
 
-def test_drawing_is_frame_independent_and_skips_unposed(case):
+def test_drawing_is_frame_and_unit_independent(case):
   width, height = case["image_wh"]
   image = np.zeros((height, width, 3), np.uint8)
   camera_k = np.array(case["K"])
@@ -51,9 +53,23 @@ def test_drawing_is_frame_independent_and_skips_unposed(case):
   from_gl = draw_detections(image, [_detection(case, opencv=False)], camera_k, axis_size=0.3, opencv=False)
   np.testing.assert_array_equal(from_cv, from_gl)
   assert not np.array_equal(from_cv, draw_detections(image, [_detection(case, opencv=True)], camera_k))
+  # A metric pose (inference.object_height: location and keypoints_3d scaled) draws the same picture.
+  metric = _detection(case, opencv=True)
+  metric.update(location=metric["location"] * 0.42, keypoints_3d=metric["keypoints_3d"] * 0.42)
+  np.testing.assert_array_equal(draw_detections(image, [metric], camera_k, axis_size=0.3), from_cv)
+
+
+def test_without_a_pose_the_2d_cuboid_comes_from_the_keypoints(case):
+  """inference.use_pnp=False: no camera, the cuboid edges join the regressed corners."""
+  width, height = case["image_wh"]
+  image = np.zeros((height, width, 3), np.uint8)
   unposed = {key: value for key, value in _detection(case, opencv=True).items()
              if key not in ("location", "quaternion_xyzw", "projected_keypoints_2d", "keypoints_3d")}
-  np.testing.assert_array_equal(draw_detections(image, [unposed], camera_k), image)
+  drawn = draw_detections(image, [unposed])
+  assert _has_colour(drawn, (0, 0, 255)) and _has_colour(drawn, (0, 255, 0))  # edges and point indices
+  assert not _has_colour(drawn, (255, 0, 0))  # no axes without a pose
+  middle = np.mean(np.array(case["points_in"])[[0, 4]], axis=0).astype(int)  # the corner 1 -> 5 edge
+  assert _has_colour(drawn[middle[1] - 2:middle[1] + 3, middle[0] - 2:middle[0] + 3], (0, 0, 255))
 
 
 def test_prediction_json_schema(case, tmp_path):
@@ -61,11 +77,16 @@ def test_prediction_json_schema(case, tmp_path):
   unposed = {key: posed[key] for key in ("id", "score", "bbox", "keypoints_2d", "relative_scale")}
   unposed["id"] = "object_1"
   path = tmp_path / "out" / "frame_0001.json"
-  write_prediction_json(path, "frame_0001.png", [posed, unposed])
+  camera = camera_lib.Camera(np.array(case["K"], np.float64), "config")
+  write_prediction_json(path, "frame_0001.png", [posed, unposed], camera=camera)
   text = path.read_text()
-  assert text.startswith('{\n    "image_name": "frame_0001.png",\n    "objects": [')  # sorted keys, indent 4
+  assert text.startswith('{\n    "camera_data": {\n        "intrinsics": {')  # sorted keys, indent 4
   record = json.loads(text)
-  assert list(record) == ["image_name", "objects"]
+  assert list(record) == ["camera_data", "image_name", "objects", "pose_frame", "pose_unit"]
+  k = np.array(case["K"])
+  assert record["camera_data"] == {"intrinsics": {"cx": k[0, 2], "cy": k[1, 2], "fx": k[0, 0], "fy": k[1, 1],
+                                                  "skew": k[0, 1]}, "source": "config"}
+  assert (record["image_name"], record["pose_frame"], record["pose_unit"]) == ("frame_0001.png", "opencv", "relative")
   first, second = record["objects"]
   assert list(first) == sorted(["bbox", "id", "keypoints_2d", "keypoints_3d", "location", "projected_keypoints_2d",
                                 "quaternion_xyzw", "relative_scale", "score"])
@@ -79,3 +100,9 @@ def test_prediction_json_schema(case, tmp_path):
   for key in ("location", "quaternion_xyzw", "projected_keypoints_2d", "keypoints_3d"):
     assert second[key] == []  # no pose, as TAO writes it
   np.testing.assert_allclose(second["keypoints_2d"], case["points_in"])
+
+
+def test_every_record_states_its_frame_and_unit():
+  gl_metric = prediction_record("a.png", [], camera=None, opencv=False, metric=True)
+  assert (gl_metric["pose_frame"], gl_metric["pose_unit"], gl_metric["camera_data"]) == (
+      "objectron_opengl", "metre", None)

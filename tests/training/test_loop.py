@@ -1,24 +1,45 @@
-"""The whole loop for one step with the real (slim DLA34) network, as flax's examples/imagenet train_test.py."""
+"""The whole loop for one step with the real (slim DLA34) network, as flax's examples/imagenet train_test.py, at
+a non-square input; then evaluate, infer and export of the trained checkpoint at that input.
+
+`dataset.input_res` is (256, 384) (width, height) on 240x320 frames (another aspect ratio: letterbox bars).
+"""
 
 import json
+import pathlib
 
 import jax
 import numpy as np
+import pytest
 
+from centerpose_jax import config as config_lib
 from centerpose_jax.data import synthetic
+from centerpose_jax.evaluation import run as evaluation_run
+from centerpose_jax.export import run_export
+from centerpose_jax.inference import run as inference_run
 from centerpose_jax.training import checkpoint
 from centerpose_jax.training import logging as log_lib
 from centerpose_jax.training import loop
 from standin import tiny_config
 
+INPUT_SIZE, OUTPUT_SIZE = (256, 384), (64, 96)  # (width, height) pixels
+FRAME_W, FRAME_H = 240, 320
 
-def test_train_and_evaluate_one_step(tmp_path):
-  synthetic.generate_dataset(tmp_path / "data", "cereal_box", num_train=2, num_val=1, seed=0, width=96, height=128)
-  config = tiny_config(tmp_path / "data", tmp_path / "results", num_epochs=1, checkpoint_interval=1,
-                       validation_interval=1)
-  summary = loop.train_and_evaluate(config)
 
-  train_dir = tmp_path / "results" / "train"
+@pytest.fixture(scope="module")
+def one_step(tmp_path_factory):
+  """(config, summary) of one training step with validation at the non-square input."""
+  root = tmp_path_factory.mktemp("loop")
+  synthetic.generate_dataset(root / "data", "cereal_box", num_train=2, num_val=2, seed=4, width=FRAME_W,
+                             height=FRAME_H, max_objects=2)
+  config = tiny_config(root / "data", root / "results", num_epochs=1, checkpoint_interval=1, validation_interval=1)
+  config.dataset.input_res, config.dataset.output_res = INPUT_SIZE, OUTPUT_SIZE
+  config_lib.validate(config, "train")
+  return config, loop.train_and_evaluate(config)
+
+
+def test_train_and_evaluate_one_step(one_step):
+  config, summary = one_step
+  train_dir = pathlib.Path(config.results_dir) / "train"
   assert summary["steps"] == 1 and summary["epochs"] == 1
   assert np.isfinite(summary["train_loss"]) and summary["train_loss"] > 0
   assert 0.0 <= summary["val_3DIoU"] <= 1.0 and "val_2DMPE" in summary
@@ -35,3 +56,35 @@ def test_train_and_evaluate_one_step(tmp_path):
   records = log_lib.read_status(train_dir)
   assert [r["status"] for r in records] == ["STARTED", "RUNNING", "SUCCESS"]
   assert set(records[-1]["kpi"]) == {"train_loss", "val_3DIoU", "val_2DMPE"}
+
+
+def _records(folder):
+  return {path.name: json.loads(path.read_text()) for path in sorted(pathlib.Path(folder).glob("*.json"))}
+
+
+def test_then_infer_export_and_evaluate_at_the_same_non_square_input(one_step, tmp_path):
+  config = one_step[0].copy_and_resolve_references()
+  config.results_dir = str(tmp_path)
+  config.dataset.test_data = config.dataset.inference_data = config.dataset.val_data
+  config.evaluate.checkpoint = config.inference.checkpoint = config.export.checkpoint = str(
+      pathlib.Path(one_step[0].results_dir) / "train")
+  config.export.input_width, config.export.input_height = INPUT_SIZE
+  config.export.num_select = config.inference.num_select
+  config.export.onnx_file = str(tmp_path / "centerpose_256x384.onnx")
+  config.inference.visualization_threshold = 0.0  # an untrained net scores low: keep its top detections
+  for task in ("evaluate", "infer", "export"):
+    assert config_lib.collect_problems(config, task) == [], task
+
+  exported = run_export(config)  # compares the written file with JAX (decoder outputs) on a batch of inputs
+  assert max(exported.errors.values()) <= 1e-4, exported.errors  # JAX equals the ONNX at 256x384
+  # The JAX predictor at this input already ran in training's validation; infer and evaluate use the ONNX.
+  config.inference.onnx_file = config.evaluate.onnx_file = config.export.onnx_file
+  inferred = inference_run.infer(config)
+  assert inferred["images"] == 2 and inferred["cameras"] == {"image JSON": 2}  # the labels' cameras
+  records = _records(inferred["output_dir"])
+  assert len(records) == 2 and inferred["detections"] > 0
+  for record in records.values():
+    assert all(np.isfinite(obj["keypoints_2d"]).all() for obj in record["objects"])
+
+  evaluated = evaluation_run.evaluate(config)
+  assert evaluated["frames"] == 2 and [row["width"] for row in evaluated["per_image"]] == [float(FRAME_W)] * 2

@@ -156,6 +156,18 @@ def test_disabled_terms_get_zero_weight():
   assert weights["hm"] == 1.0 and weights["hp_offset"] == 1.0
 
 
+def test_the_dataset_copies_of_the_flags_take_effect():
+  """TAO's `dataset.<flag>` decides whether the target exists: a term is used only when both copies are on."""
+  config = default.get_config()
+  assert losses.loss_weights(config.train.loss_config, config.dataset) == WEIGHTS
+  config.dataset.hm_hp = False
+  config.dataset.reg_offset = False
+  weights = losses.loss_weights(config.train.loss_config, config.dataset)
+  assert weights["hm_hp"] == 0.0 and weights["reg"] == 0.0
+  assert {name: w for name, w in weights.items() if name not in ("hm_hp", "reg")} == {
+      name: w for name, w in WEIGHTS.items() if name not in ("hm_hp", "reg")}
+
+
 def test_pytorch_loss_of_the_benchmark_equals_ours():
   """bench/versus_pytorch.py trains PyTorch with `tao_torch.centerpose_loss`: same value and head gradients."""
   try:

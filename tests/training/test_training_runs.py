@@ -5,17 +5,23 @@ Each run is a fresh process with the stand-in model on a tiny synthetic dataset;
 compilation cache so that only the first one compiles.
 """
 
+import contextlib
+import io
 import json
 import os
 import pathlib
 import re
+import shutil
+import struct
 import subprocess
 import sys
 
 import pytest
+from tensorboardX.proto import event_pb2
 
 from centerpose_jax.data import synthetic
 from centerpose_jax.training import logging as log_lib
+from tools import checkpoint_info
 
 HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -31,17 +37,17 @@ def workspace(tmp_path_factory):
   return root
 
 
-def _run(workspace, results, overrides=None, **instrument):
+def _run(workspace, results, overrides=None, data="data", dataset=None, **instrument):
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=os.pathsep.join([str(HERE), str(REPO)]),
              JAX_COMPILATION_CACHE_DIR=str(workspace / "jax_cache"),
              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
-  for name in ("kill_at", "nan_at"):  # loop_run.py's KILL_AT_STEP / NAN_AT_STEP
+  for name in ("kill_at", "nan_at", "grow_from"):  # loop_run.py's KILL_AT_STEP / NAN_AT_STEP / GROW_FROM_STEP
     variable = f"{name.upper()}_STEP"
     env.pop(variable, None)
     if name in instrument:
       env[variable] = str(instrument[name])
-  command = [sys.executable, str(HERE / "loop_run.py"), str(workspace / "data"), str(workspace / results),
-             json.dumps(dict(TRAIN, **(overrides or {})))]
+  command = [sys.executable, str(HERE / "loop_run.py"), str(workspace / data), str(workspace / results),
+             json.dumps(dict(TRAIN, **(overrides or {}))), json.dumps(dataset or {})]
   return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, check=False)
 
 
@@ -73,6 +79,7 @@ def test_sigkill_in_the_middle_then_same_command_gives_identical_weights(workspa
                         env=dict(os.environ, JAX_PLATFORMS="cpu"))
   lines = dict(line.split(": ", 1) for line in tool.stdout.strip().splitlines())
   assert lines["step"] == "12" and lines["epoch"] == "3"
+  assert lines["model"].startswith("DLA34 (width_multiplier 0.125, head_conv 32, ")  # recorded in the meta
   assert re.fullmatch(r"[0-9a-f]{64}", lines["fingerprint"])
   assert lines["fingerprint"] == uninterrupted["fingerprint"]
   assert int(lines["parameters"]) > 0
@@ -115,3 +122,100 @@ def test_dry_run_from_another_runs_checkpoint_saves_nothing(workspace, uninterru
   train_dir = workspace / f"dry_{source}" / "train"
   assert not train_dir.exists() or not any(p.name.isdigit() for p in train_dir.iterdir())
   assert log_lib.read_status(train_dir) == []
+
+
+def _largest_file(folder):
+  return max((p for p in folder.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+
+
+def test_damaged_newest_checkpoint_resumes_from_the_newest_readable_one(workspace, uninterrupted):
+  """Issue 15, item 4: checkpoint 8 of 4, 8 is truncated: the tool reports it, the run says which step and why,
+  resumes from 4 (same final weights as the uninterrupted run) and keeps the damaged one as 8.damaged."""
+  train_dir = workspace / "damaged" / "train"
+  train_dir.mkdir(parents=True)
+  for step in ("4", "8"):
+    shutil.copytree(pathlib.Path(uninterrupted["workdir"]) / step, train_dir / step)
+  data_file = _largest_file(train_dir / "8" / "state")
+  data_file.write_bytes(data_file.read_bytes()[:data_file.stat().st_size // 2])
+  assert checkpoint_info.main([str(train_dir)]) == 1
+  lines = [line for line in capsys_lines(checkpoint_info, train_dir) if line.startswith("checkpoint ")]
+  assert lines[0].startswith("checkpoint 4: ok, epoch 1, fingerprint ")
+  assert lines[1].startswith("checkpoint 8: damaged (")
+
+  result = _run(workspace, "damaged")
+  summary = _summary(result)
+  assert summary["start"] == f"resumed from {train_dir / '4'}"
+  assert f"{train_dir / '8'}: the checkpoint of step 8 cannot be read (" in result.stderr
+  assert "checkpoint 8 is damaged: resuming from step 4 instead; the damaged one is kept as" in result.stderr
+  assert summary["fingerprint"] == uninterrupted["fingerprint"] and summary["steps"] == 12
+  assert (train_dir / "8.damaged" / "state" / data_file.relative_to(train_dir / "8" / "state")).is_file()
+  states = {entry["step"]: entry["state"] for entry in checkpoint_info.checkpoint_states(train_dir)
+            if entry["state"] != "ok" or entry["step"] != 8}
+  assert states == {4: "ok", 8: "set aside", 12: "ok"}
+
+
+def capsys_lines(tool, path):
+  """The lines `tools/checkpoint_info.py PATH` prints."""
+  buffer = io.StringIO()
+  with contextlib.redirect_stdout(buffer):
+    tool.main([str(path)])
+  return buffer.getvalue().splitlines()
+
+
+def _tensorboard_scalars(folder):
+  """{tag: [(step, value)]} of the scalars in the TFRecord event files under `folder`."""
+  scalars = {}
+  for path in sorted(folder.rglob("events.*")):
+    data = path.read_bytes()
+    offset = 0
+    while offset < len(data):
+      (length,) = struct.unpack_from("<Q", data, offset)
+      event = event_pb2.Event.FromString(data[offset + 12:offset + 12 + length])
+      offset += 16 + length
+      for value in event.summary.value:
+        scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
+  return scalars
+
+
+@pytest.mark.parametrize("stop", [False, True])
+def test_diverging_loss_warns_or_stops_keeping_the_last_good_checkpoint(workspace, stop):
+  """Issue 15, item 7: from step 6 on the loss is 1000x its minimum; with divergence_steps 2 that is caught at
+  step 7 (epoch 2): a warning (status.json, summary) and training goes on, or a stop without saving."""
+  results = f"growing_{stop}"
+  result = _run(workspace, results, {"num_epochs": 2, "divergence_steps": 2, "stop_on_divergence": stop},
+                grow_from=6)
+  expected = "the training loss is diverging: "
+  train_dir = workspace / results / "train"
+  if stop:
+    assert result.returncode == 1 and "TrainingDivergedError" in result.stderr
+    assert f"since step 6 (train.divergence_factor, train.divergence_steps): stopped without saving (the last " \
+           f"checkpoint written before the loss began to grow is {train_dir}/4)" in result.stderr
+    assert sorted(p.name for p in train_dir.iterdir() if p.name.isdigit()) == ["4"]
+    final = log_lib.read_status(train_dir)[-1]
+    assert final["status"] == "FAILURE" and final["message"].startswith(expected)
+  else:
+    summary = _summary(result)
+    assert summary["diverged_at"] == [7] and summary["steps"] == 8
+    warnings = [r for r in log_lib.read_status(train_dir) if r["verbosity"] == "WARNING"]
+    assert len(warnings) == 1 and warnings[0]["message"].startswith(expected + "")
+    assert "at step 7" in warnings[0]["message"] and "training goes on" in warnings[0]["message"]
+
+
+def test_skipped_and_unreadable_counts_reach_summary_status_and_tensorboard(workspace):
+  """Issue 15, item 1: a truncated training image stops the run before step 0; with dataset.skip_invalid it is
+  skipped, and the count is in the run's summary, every status.json line and TensorBoard."""
+  data = workspace / "data_one_broken"
+  shutil.copytree(workspace / "data", data)
+  first = sorted((data / "train").glob("*.png"))[0]
+  broken = first.with_name("zz_broken.png")  # a 9th frame: the 8 others keep the steps per epoch (and the compile)
+  broken.write_bytes(first.read_bytes()[:100])
+  shutil.copy(first.with_suffix(".json"), broken.with_suffix(".json"))
+  stopped = _run(workspace, "skipping", {"num_epochs": 1}, data=data.name)
+  assert stopped.returncode == 1 and f"{broken}: image: cannot be decoded" in stopped.stderr
+  skipping = _run(workspace, "skipping", {"num_epochs": 1}, data=data.name, dataset={"skip_invalid": True})
+  summary = _summary(skipping)
+  assert (summary["skipped_samples"], summary["unreadable_samples"]) == (1, 0)
+  train_dir = workspace / "skipping" / "train"
+  assert all(record["data"] == {"skipped_samples": 1, "unreadable_samples": 0}
+             for record in log_lib.read_status(train_dir))
+  assert _tensorboard_scalars(train_dir)["data/skipped_samples"] == [(4, 1.0)]
