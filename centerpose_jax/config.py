@@ -114,6 +114,7 @@ def _train() -> config_dict.ConfigDict:
   t.is_dry_run = False
   t.precision = "fp32"  # fp32 | bf16 | fp16
   t.grad_accumulation_steps = 1  # ours: optimizer step every N batches
+  t.activation_checkpointing = False  # ours: recompute backbone blocks in the backward pass (less memory)
   t.max_checkpoints_to_keep = 0  # ours: 0 keeps all, as TAO
   t.divergence_factor = 10.0  # ours: the loss diverges above this x its running minimum ...
   t.divergence_steps = 20  # ours: ... for this many steps in a row (the minimum is of a mean over as many)

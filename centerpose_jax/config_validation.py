@@ -135,6 +135,8 @@ def _check_train(problems, config):
     if _positive(problems, config, f"train.{name}") and epochs_ok and train[name] > train.num_epochs:
       problems.append(f"train.{name}: got {train[name]!r}, expected at most train.num_epochs ({train.num_epochs})")
   _positive(problems, config, "train.grad_accumulation_steps")
+  if not isinstance(train.get("activation_checkpointing", False), bool):
+    problems.append(f"train.activation_checkpointing: got {train.activation_checkpointing!r}, expected True or False")
   _positive(problems, config, "train.max_checkpoints_to_keep", allow_zero=True)
   if _positive(problems, config, "train.divergence_factor") and train.divergence_factor <= 1:
     problems.append(f"train.divergence_factor: got {train.divergence_factor!r}, expected a number above 1")

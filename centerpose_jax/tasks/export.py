@@ -26,6 +26,7 @@ from centerpose_jax.inference.onnx_predictor import INPUT_NAME
 from centerpose_jax.inference.onnx_predictor import OUTPUT_NAMES
 from centerpose_jax.inference.predict import predict_fn
 from centerpose_jax.models import architecture
+from centerpose_jax.models import conv
 from centerpose_jax.models import create_model
 
 INPUT_CHANNELS = 3  # BGR images
@@ -129,10 +130,11 @@ def graph_summary(model: onnx.ModelProto) -> str:
 def run(config) -> onnx_export.ExportResult:
   """Exports `config.export.checkpoint` to `config.export_onnx_file(config)` and verifies it (see `export_onnx`).
 
-  The network uses the grouped-conv formulation of its depthwise upsampling (ONNX ConvTranspose); the
-  written file is compared with the JAX model in its default formulation for this backend, so the check
-  covers both the formulation switch and the export. With `encryption_key` set the file is encrypted. The
-  tracing and the JAX side of the check run on `export_device`; `export.verbose` prints `graph_summary`.
+  The network is traced with XLA's own convolutions (`conv_impl` "native": ONNX Conv and ConvTranspose
+  nodes); the written file is compared with the JAX model in its default formulation for this platform, so
+  the check covers both the formulation switch and the export. With `encryption_key` set the file is
+  encrypted. The tracing and the JAX side of the check run on `export_device`; `export.verbose` prints
+  `graph_summary`.
   """
   check_settings(config)
   export = config.export
@@ -143,7 +145,7 @@ def run(config) -> onnx_export.ExportResult:
     variables = checkpoint_lib.load_fitting_variables(export.checkpoint, architecture.expected_shapes(model),
                                                       config, encryption_key=config.encryption_key, model=model)
     result = onnx_export.export_onnx(
-        predict_fn(create_model(config, use_grouped_conv=True), export.num_select), variables, export,
+        predict_fn(create_model(config, conv_impl=conv.NATIVE), export.num_select), variables, export,
         onnx_file, output_names=OUTPUT_NAMES, input_name=INPUT_NAME, model_name=config.model_name,
         metadata=export_metadata(config, checkpoint_lib.fingerprint(variables)),
         reference_fn=predict_fn(model, export.num_select), compare_fn=decoded_output_errors,

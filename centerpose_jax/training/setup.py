@@ -36,7 +36,8 @@ class Setup:
     skipped_samples: invalid samples left out of both (`dataset.skip_invalid`).
     steps_per_epoch: batches per epoch (the loader's, or `batches_per_epoch` without data).
     global_batch: `dataset.batch_size` x the number of devices.
-    model: `models.create_model(config)` in the compute dtype of `train.precision`.
+    model: `models.create_model(config)` in the compute dtype of `train.precision` (with
+      `train.activation_checkpointing`).
     optimizer: `optim.create_optimizer` for `steps_per_epoch`.
     schedule: its learning rate per optimizer step.
     accumulation: batches per optimizer step (`train.grad_accumulation_steps`).
@@ -116,7 +117,8 @@ def setup(config, *, seed: int = 0, devices: Optional[List[jax.Device]] = None,
     val_source = checked.source
 
   precision = config.train.precision
-  model = models.create_model(config, dtype=precision_lib.compute_dtype(precision))
+  model = models.create_model(config, dtype=precision_lib.compute_dtype(precision),
+                               activation_checkpointing=bool(config.train.activation_checkpointing))
   optimizer = optim.create_optimizer(config.train, batches_per_epoch)
   weights = losses.loss_weights(config.train.loss_config, config.dataset)
   width, height = config_lib.input_size(config.dataset)

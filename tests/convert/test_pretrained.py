@@ -15,8 +15,8 @@ from centerpose_jax.convert import pytorch
 from centerpose_jax.models import create_model
 from centerpose_jax import checkpoint as checkpoint_lib
 from centerpose_jax.tasks import train as train_task
+from centerpose_jax.testing.variables import random_variables
 from configs import default
-from helpers import random_variables
 
 torch = pytest.importorskip("torch", reason="torch writes the served .pth (requirements-dev.txt)")
 

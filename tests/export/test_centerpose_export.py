@@ -21,8 +21,8 @@ from centerpose_jax.inference.predictor import JaxPredictor
 from centerpose_jax.inference.predictor import create_predictor
 from centerpose_jax.models import create_model
 from centerpose_jax import checkpoint as checkpoint_lib
+from centerpose_jax.testing.variables import random_variables
 from configs import default
-from helpers import random_variables
 from helpers import save_checkpoint
 
 HEIGHT, WIDTH = 96, 128
@@ -73,6 +73,7 @@ def test_export_has_taos_interface_and_passes_the_checker(exported):
   assert [o.version for o in model.opset_import if o.domain == ""] == [16]
   ops = {node.op_type for node in model.graph.node}
   assert "ConvTranspose" in ops and "TopK" in ops  # the grouped-conv up layers and the decoder are inside
+  assert "Conv" in ops and not ops & {"MatMul", "Einsum"}  # XLA's convolutions, none of the CPU formulations
   assert "BatchNormalization" not in ops  # folded into the convs
 
   metadata = {p.key: p.value for p in model.metadata_props}

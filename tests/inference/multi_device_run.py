@@ -21,8 +21,8 @@ from centerpose_jax.inference.predictor import create_predictor
 from centerpose_jax.models import create_model
 from centerpose_jax.models import registry
 from centerpose_jax.tasks import evaluate as evaluate_task
-from helpers import random_variables
-from helpers import save_checkpoint
+from centerpose_jax.testing.variables import random_variables
+from centerpose_jax.testing.variables import save_checkpoint
 
 INPUT = 64
 IMAGES = 13

@@ -18,8 +18,8 @@ import pytest
 from centerpose_jax.tasks.export import run as run_export
 from centerpose_jax.tasks import infer as infer_task
 from centerpose_jax.models import create_model
+from centerpose_jax.testing.variables import random_variables
 from configs import default
-from helpers import random_variables
 from helpers import save_checkpoint
 
 INPUT = 128

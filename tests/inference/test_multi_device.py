@@ -13,7 +13,7 @@ REPO = HERE.parents[1]
 
 def test_eight_devices_predict_and_evaluate_as_one(tmp_path):
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu",
-             PYTHONPATH=os.pathsep.join([str(REPO / "tests"), str(REPO)]))
+             PYTHONPATH=str(REPO))
   result = subprocess.run([sys.executable, str(HERE / "multi_device_run.py"), str(tmp_path)], env=env,
                           capture_output=True, text=True, timeout=600, check=False)
   assert result.returncode == 0, result.stderr[-3000:]
