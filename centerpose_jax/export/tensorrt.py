@@ -30,7 +30,6 @@ from centerpose_jax import config as config_lib
 from centerpose_jax import errors
 from centerpose_jax.inference.onnx_predictor import INPUT_NAME
 
-DATA_TYPES = ("FP32", "FP16", "INT8")
 TRTEXEC = "trtexec"
 
 

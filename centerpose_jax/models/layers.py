@@ -21,6 +21,10 @@ from centerpose_jax.models import conv
 TORCH_CONV_INIT = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
 BATCH_NORM_MOMENTUM = 0.9  # Flax convention; PyTorch's BN_MOMENTUM = 0.1.
 NORM_EPSILON = 1e-5  # PyTorch's BatchNorm2d / GroupNorm default.
+MLP_RATIO = 4  # hidden width / width of the transformer and ConvNeXt MLPs (timm's mlp_ratio)
+# Initializers matching TAO's from-scratch init. timm's trunc_normal_(std=.02) truncates at +-2 absolute,
+# i.e. +-100 std, so it is a plain normal.
+TAO_NORMAL_INIT = nn.initializers.normal(0.02)
 
 
 def torch_conv_bias_init(fan_in: int) -> Callable:
@@ -164,3 +168,18 @@ class DepthwiseUpsample(nn.Module):
     k = 2 * self.factor
     kernel = self.param("kernel", _bilinear_init, (k, k, 1, x.shape[-1])).astype(self.dtype)
     return conv.depthwise_conv_transpose(x.astype(self.dtype), kernel, self.factor, self.conv_impl)
+
+
+def gelu(x):
+  """Exact (erf) GELU, as PyTorch's nn.GELU(); JAX's default is the tanh approximation."""
+  return jax.nn.gelu(x, approximate=False)
+
+
+def layer_norm(epsilon: float, dtype: Any, name: str) -> nn.LayerNorm:
+  """LayerNorm over the last axis with an explicit epsilon and two-pass variance (as PyTorch)."""
+  return nn.LayerNorm(epsilon=epsilon, dtype=dtype, use_fast_variance=False, name=name)
+
+
+def dense(features: int, dtype: Any, name: str) -> nn.Dense:
+  """Linear layer with TAO's init (normal std 0.02, zero bias); kernel [in, out]."""
+  return nn.Dense(features, dtype=dtype, kernel_init=TAO_NORMAL_INIT, name=name)
