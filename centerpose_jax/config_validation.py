@@ -192,11 +192,13 @@ def _check_evaluate(problems, config):
     key = "dataset.test_data" if config.dataset.test_data else "dataset.val_data"
     _existing_path(problems, config, key, "evaluation data")
   _check_model_source(problems, config, "evaluate")
+  _check_devices(problems, config.evaluate, "evaluate")
 
 
 def _check_infer(problems, config):
   _existing_path(problems, config, "dataset.inference_data", "image folder, image or video to run on")
   _check_model_source(problems, config, "inference")
+  _check_devices(problems, config.inference, "inference")
   for name in ("min_hits", "outlier_frames", "keypoint_noise", "scale_noise", "translation_acceleration", "rotation_acceleration",
                "scale_acceleration"):
     _positive(problems, config, f"inference.tracking.{name}")

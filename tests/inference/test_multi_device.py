@@ -7,6 +7,9 @@ import pathlib
 import subprocess
 import sys
 
+from centerpose_jax import config as config_lib
+from centerpose_jax import config_validation
+
 HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 
@@ -32,3 +35,12 @@ def test_eight_devices_predict_and_evaluate_as_one(tmp_path):
   assert on_eight["headline"].keys() == on_one["headline"].keys()
   for key, value in on_one["headline"].items():
     assert abs(on_eight["headline"][key] - value) <= 1e-5, (key, on_eight["headline"], on_one["headline"])
+
+
+def test_evaluate_and_infer_check_their_device_settings():
+  config = config_lib.get_config()
+  config.evaluate.num_gpus, config.inference.gpu_ids = 0, (-1,)
+  evaluate = "\n".join(config_validation.collect_problems(config, "evaluate"))
+  infer = "\n".join(config_validation.collect_problems(config, "infer"))
+  assert "evaluate.num_gpus: got 0, expected a positive number (or -1 for all)" in evaluate
+  assert "inference.gpu_ids: got [-1], expected device indices >= 0" in infer
