@@ -4,7 +4,7 @@
   .venv/bin/python bench/train_step_profile.py --arch DLA34 --width-multiplier 0.25 --head-conv 64 --res 128 --batch 8
   .venv/bin/python bench/train_step_profile.py --arch fan_small --res 512 --batch 1 --forward   # inference forward
 
-Builds the jitted step training uses (`training.step.make_train_step`, one device, random targets as in
+Builds the jitted step training uses (`training.setup.setup`'s `train_step`, one device, random targets as in
 train_throughput.py), runs it once to compile, then traces `--steps` steps with `jax.profiler` and reads the
 trace's per-op durations. Each executed XLA op is matched to the JAX operation it came from through the
 compiled HLO's metadata (`op_name`, e.g. `jvp(CenterPose)/hm/0/conv_general_dilated`), and classified:

@@ -9,7 +9,7 @@ and 8x256x256. PyTorch runs `centerpose_jax.testing.tao_torch.CenterPoseTAO` (th
 TAO's goldens) eagerly in NCHW; ours runs `create_model` jitted in NHWC. The train step is the same work on both
 sides: forward in train mode (batch statistics), the CenterPose loss (`training.losses`, and its PyTorch
 transcription `tao_torch.centerpose_loss`) on the same random targets, backward, global-norm clipping at
-`train.clip_grad_val` and Adam; ours is `training.step.make_train_step`, the step training runs.
+`train.clip_grad_val` and Adam; ours is the step training runs (`training.setup.setup`'s `train_step`).
 
 Each side runs in its own worker process, both started for a case and warmed up (ours: compiled) before the
 timing; then the timed calls alternate, PyTorch, ours, PyTorch, ... (`--sequential`: all of one side's calls,
