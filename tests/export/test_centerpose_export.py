@@ -21,6 +21,7 @@ from centerpose_jax.inference.predictor import JaxPredictor
 from centerpose_jax.inference.predictor import create_predictor
 from centerpose_jax.models import create_model
 from centerpose_jax import checkpoint as checkpoint_lib
+from centerpose_jax import config as config_lib
 from centerpose_jax.testing.variables import random_variables
 from configs import default
 from helpers import save_checkpoint
@@ -80,8 +81,8 @@ def test_export_has_taos_interface_and_passes_the_checker(exported):
   assert metadata["category"] == "shoe" and metadata["backbone"] == "DLA34"
   assert (metadata["input_height"], metadata["input_width"]) == (str(HEIGHT), str(WIDTH))
   assert metadata["channel_order"] == "BGR" and metadata["input_layout"] == "NCHW"
-  assert json.loads(metadata["mean_bgr"]) == list(default.BGR_MEAN)
-  assert json.loads(metadata["std_bgr"]) == list(default.BGR_STD)
+  assert json.loads(metadata["mean_bgr"]) == list(config_lib.BGR_MEAN)
+  assert json.loads(metadata["std_bgr"]) == list(config_lib.BGR_STD)
   assert metadata["checkpoint"].endswith("checkpoint")
   assert metadata["checkpoint_fingerprint"] == checkpoint_lib.fingerprint(variables)
 

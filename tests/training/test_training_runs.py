@@ -20,6 +20,7 @@ import pytest
 from tensorboardX.proto import event_pb2
 
 from centerpose_jax.data import synthetic
+from centerpose_jax.models import registry
 from centerpose_jax.training import reporting
 from tools import checkpoint_info
 
@@ -79,7 +80,8 @@ def test_sigkill_in_the_middle_then_same_command_gives_identical_weights(workspa
                         env=dict(os.environ, JAX_PLATFORMS="cpu"))
   lines = dict(line.split(": ", 1) for line in tool.stdout.strip().splitlines())
   assert lines["step"] == "12" and lines["epoch"] == "3"
-  assert lines["model"].startswith("DLA34 (width_multiplier 0.125, head_conv 32, ")  # recorded in the meta
+  # recorded in the meta: the configured network (loop_run.py selects the test network by config)
+  assert lines["model"].startswith(f"{registry.TINY} (width_multiplier 0.125, head_conv 32, ")
   assert re.fullmatch(r"[0-9a-f]{64}", lines["fingerprint"])
   assert lines["fingerprint"] == uninterrupted["fingerprint"]
   assert int(lines["parameters"]) > 0
