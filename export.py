@@ -2,15 +2,15 @@
 python export.py --config=configs/bike.py --config.export.checkpoint=CKPT --config.export.onnx_file=model.onnx
 """
 
-from centerpose_jax import config as config_lib
+from centerpose_jax import cli
 
-_CONFIG = config_lib.define_config_flag()
+_CONFIG = cli.define_config_flag()
 
 
 def main(config):
-  from centerpose_jax import export  # pylint: disable=g-import-not-at-top
-  export.run_export(config)
+  from centerpose_jax.tasks import export  # pylint: disable=g-import-not-at-top
+  export.run(config)
 
 
 if __name__ == "__main__":
-  config_lib.run(main, "export", _CONFIG)
+  cli.run(main, "export", _CONFIG)

@@ -3,15 +3,15 @@
 Any config field can be overridden (--config.train.num_epochs=5); --config may also be a TAO spec (.yaml).
 """
 
-from centerpose_jax import config as config_lib
+from centerpose_jax import cli
 
-_CONFIG = config_lib.define_config_flag()
+_CONFIG = cli.define_config_flag()
 
 
 def main(config):
-  from centerpose_jax.training import loop  # pylint: disable=g-import-not-at-top
-  loop.train_and_evaluate(config)
+  from centerpose_jax.tasks import train  # pylint: disable=g-import-not-at-top
+  train.run(config)
 
 
 if __name__ == "__main__":
-  config_lib.run(main, "train", _CONFIG)
+  cli.run(main, "train", _CONFIG)

@@ -5,7 +5,7 @@
 
 Per backbone: TAO's network filled by the reference fixtures' deterministic weight rule (real depth and
 realistic activations, see fixtures/tao_reference/networks/README.md) is saved as a converted checkpoint and
-exported by `run_export` (dynamic batch, constant folding), which verifies the file in onnxruntime on a
+exported by `tasks.export.run` (dynamic batch, constant folding), which verifies the file in onnxruntime on a
 batch of 2. Then the median latency of --repeats calls at batch 1 of the network + decoder: onnxruntime
 (CPU provider, the exported file) and JAX (jit, this backend's default formulation), after a warm-up call.
 Needs the shared fixtures (set CENTERPOSE_FIXTURES if they are not in ../shared/fixtures).
@@ -20,18 +20,19 @@ import tempfile
 import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # the weight rule is a test helper (tests/models/weight_rule.py)
+sys.path.insert(0, str(REPO))  # configs/
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
-import orbax.checkpoint as ocp  # noqa: E402
 
 from centerpose_jax.convert import pytorch  # noqa: E402
-from centerpose_jax.export import task  # noqa: E402
-from centerpose_jax.export.runtime import OnnxPredictor  # noqa: E402
+from centerpose_jax.inference.predict import predict_fn  # noqa: E402
+from centerpose_jax.tasks import export as export_task  # noqa: E402
+from centerpose_jax.inference.onnx_predictor import OnnxPredictor  # noqa: E402
 from centerpose_jax.models import create_model  # noqa: E402
+from centerpose_jax.testing import weight_rule  # noqa: E402
+from centerpose_jax.testing.variables import save_checkpoint  # noqa: E402
 from configs import default  # noqa: E402
-from tests.models import weight_rule  # noqa: E402
 
 FIXTURES = pathlib.Path(os.environ.get("CENTERPOSE_FIXTURES", REPO.parent / "shared" / "fixtures"))
 
@@ -51,21 +52,18 @@ def bench_backbone(backbone: str, size: int, opset: int, repeats: int, folder: p
   config.model.backbone.model_type = backbone
   state_dict = weight_rule.make_state_dict(FIXTURES / "tao_reference" / "networks" / f"keys_{backbone}.tsv")
   variables = pytorch.from_tao_state_dict(state_dict, backbone)
-  checkpointer = ocp.StandardCheckpointer()
-  checkpointer.save((folder / backbone / "variables").absolute(), variables)
-  checkpointer.wait_until_finished()
-  config.export.checkpoint = str(folder / backbone)
+  config.export.checkpoint = str(save_checkpoint(folder / backbone, variables))
   config.export.onnx_file = str(folder / f"{backbone}.onnx")
   config.export.input_height = config.export.input_width = size
   config.export.opset_version = opset
   start = time.perf_counter()
-  result = task.run_export(config)
+  result = export_task.run(config)
   total_s = time.perf_counter() - start
 
   image = np.random.default_rng(0).standard_normal((1, size, size, 3)).astype(np.float32)
   predictor = OnnxPredictor(result.path, providers=["CPUExecutionProvider"])
   onnx_s = median_seconds(lambda: predictor(image), repeats)
-  apply_fn = task.centerpose_apply_fn(create_model(config), config.export.num_select)
+  apply_fn = predict_fn(create_model(config), config.export.num_select)
   forward = jax.jit(apply_fn)
   jax_s = median_seconds(lambda: jax.block_until_ready(forward(variables, image)), repeats)
   return {"export s": result.export_seconds, "export+verify s": total_s, "MiB": result.file_bytes / 2**20,

@@ -17,14 +17,15 @@ import jax.numpy as jnp
 
 from centerpose_jax.convert import pytorch
 from centerpose_jax.models import CenterPose
+from centerpose_jax.models import conv
 
 CASES = ((1, 512), (8, 256))  # (batch, square input size in pixels)
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
-def measure(backbone: str, dtype, batch: int, size: int, repeats: int, use_grouped_conv):
+def measure(backbone: str, dtype, batch: int, size: int, repeats: int, conv_impl: str):
   """(compile seconds, median forward seconds) of a jitted eval-mode forward."""
-  model = CenterPose(model_type=backbone, dtype=dtype, use_grouped_conv=use_grouped_conv)
+  model = CenterPose(model_type=backbone, dtype=dtype, conv_impl=conv_impl)
   variables = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), pytorch.model_variable_shapes(model))
   x = jnp.zeros((batch, size, size, 3), jnp.float32)
   forward = jax.jit(lambda v, inputs: model.apply(v, inputs, train=False))
@@ -46,18 +47,17 @@ def main(argv=None):
                       help="comma-separated: DLA34, fan_small, fan_base, fan_large")
   parser.add_argument("--dtypes", default="float32,bfloat16", help="comma-separated compute dtypes")
   parser.add_argument("--repeats", type=int, default=3)
-  parser.add_argument("--up", choices=("auto", "grouped", "phases"), default="auto",
-                      help="formulation of the depthwise transposed convs (auto: by backend)")
+  parser.add_argument("--conv-impl", choices=conv.IMPLS, default=conv.AUTO,
+                      help="formulation of the convolutions (auto: by platform; see centerpose_jax/models/conv.py)")
   args = parser.parse_args(argv)
-  use_grouped_conv = {"auto": None, "grouped": True, "phases": False}[args.up]
-  print(f"backend {jax.default_backend()} ({jax.devices()[0].device_kind}), up layers: {args.up}")
+  print(f"backend {jax.default_backend()} ({jax.devices()[0].device_kind}), convolutions: {args.conv_impl}")
   header = ("backbone", "dtype", "input", "compile s", "forward ms", "images/s")
   print("{:10s} {:9s} {:>12s} {:>10s} {:>11s} {:>9s}".format(*header))
   for backbone in args.backbones.split(","):
     for dtype_name in args.dtypes.split(","):
       for batch, size in CASES:
         compile_s, forward_s = measure(backbone, DTYPES[dtype_name], batch, size, args.repeats,
-                                       use_grouped_conv)
+                                       args.conv_impl)
         print(f"{backbone:10s} {dtype_name:9s} {f'{batch}x{size}x{size}':>12s} {compile_s:10.1f} "
               f"{forward_s * 1e3:11.1f} {batch / forward_s:9.1f}", flush=True)
 

@@ -2,7 +2,7 @@
 
   python bench/objectron_convert.py [--frames 119] [--strides 15 1] [--image-format jpg] [--workers 2]
 
-Builds the Objectron-layout bottle sequence of tests/objectron_fixture.py (the real annotations of
+Builds the Objectron-layout bottle sequence of centerpose_jax/testing/objectron_release.py (the real annotations of
 bottle/batch-3/14 on a synthetic, photograph-like textured 1440x1920 MPEG-4 video; needs ../shared/fixtures or
 $CENTERPOSE_FIXTURES) in a temporary folder, then converts it in this process (`convert.convert`, one sequence,
 600x800 JPEGs) at each stride and prints, per stride, the frames written per CPU-second (every thread of the
@@ -27,13 +27,13 @@ import cv2
 import numpy as np
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # the fixture builder is a test helper (tests/objectron_fixture.py)
+sys.path.insert(0, str(REPO))  # this checkout's package
 
 from centerpose_jax.objectron import convert  # noqa: E402
 from centerpose_jax.objectron import frames  # noqa: E402
 from centerpose_jax.objectron import sequence as sequence_lib  # noqa: E402
 from centerpose_jax.objectron import video as video_lib  # noqa: E402
-from tests import objectron_fixture as fixture  # noqa: E402
+from centerpose_jax.testing import objectron_release as fixture  # noqa: E402
 
 FIXTURES = pathlib.Path(os.environ.get("CENTERPOSE_FIXTURES", REPO.parent / "shared" / "fixtures")) / "real"
 

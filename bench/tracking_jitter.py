@@ -5,7 +5,7 @@
 
 Renders synthetic camera sequences (`synthetic.generate_sequences`, camera category, 256x256 and 30 fps) in
 three sets: one still object (as the demo's training frames), one object driving along the ground, two still
-objects (the demo model was trained on one object per frame, so it finds fewer of these). Each sequence's mp4 goes through infer.py's video path (`inference.run.infer`, poses in the Objectron OpenGL frame as
+objects (the demo model was trained on one object per frame, so it finds fewer of these). Each sequence's mp4 goes through infer.py's video path (`tasks.infer.run`, poses in the Objectron OpenGL frame as
 the labels) twice, with `inference.tracking.enabled` off and on, and every frame is scored against its label:
 
   * jitter: the frame-to-frame change of the pose error, i.e. the part of the frame-to-frame pose change that
@@ -36,7 +36,7 @@ import numpy as np
 from centerpose_jax import geometry
 from centerpose_jax.data import synthetic
 from centerpose_jax.evaluation.evaluator import Evaluator
-from centerpose_jax.inference import run
+from centerpose_jax.tasks import infer as infer_task
 from centerpose_jax.inference import tracking
 from configs import demo
 
@@ -64,7 +64,7 @@ def _config(checkpoint, video, results_dir, tracking, overrides=()):
 
 def _infer(config):
   """(records of the video's JSONL, frames per second of the whole run)."""
-  summary = run.infer(config)
+  summary = infer_task.run(config)
   video = pathlib.Path(config.dataset.inference_data)
   lines = (pathlib.Path(summary["output_dir"]) / f"{video.stem}.jsonl").read_text().splitlines()
   return [json.loads(line) for line in lines], summary["images_per_second"]

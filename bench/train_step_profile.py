@@ -2,8 +2,9 @@
 
   .venv/bin/python bench/train_step_profile.py --arch DLA34 --res 256 --batch 2
   .venv/bin/python bench/train_step_profile.py --arch DLA34 --width-multiplier 0.25 --head-conv 64 --res 128 --batch 8
+  .venv/bin/python bench/train_step_profile.py --arch fan_small --res 512 --batch 1 --forward   # inference forward
 
-Builds the jitted step training uses (`training.step.make_train_step`, one device, random targets as in
+Builds the jitted step training uses (`training.setup.setup`'s `train_step`, one device, random targets as in
 train_throughput.py), runs it once to compile, then traces `--steps` steps with `jax.profiler` and reads the
 trace's per-op durations. Each executed XLA op is matched to the JAX operation it came from through the
 compiled HLO's metadata (`op_name`, e.g. `jvp(CenterPose)/hm/0/conv_general_dilated`), and classified:
@@ -11,11 +12,13 @@ compiled HLO's metadata (`op_name`, e.g. `jvp(CenterPose)/hm/0/conv_general_dila
   forward            ops of the forward pass (`jvp(...)` without `transpose`)
   backward, input    backward ops, except convolutions that produce a kernel gradient
   backward, weights  convolutions whose output is a kernel gradient (XLA expresses dW as a convolution whose
-                     window spans the whole feature map; XLA keeps no metadata for them, so no model part)
+                     window spans the whole feature map; XLA keeps no metadata for them, so no model part),
+                     and the ops of the weight gradients `models.conv` computes itself (its Winograd ones)
   optimizer/other    Adam, clipping, loss bookkeeping, copies without metadata
 
-It prints the share of each class, the time per model part (backbone, neck, ConvGRU, each head) and pass, and
-the slowest ops. On XLA:CPU set XLA_FLAGS=--xla_cpu_enable_xprof_traceme=true (this script does it when the
+It prints the share of each class, the time per model part (backbone, neck, ConvGRU, each head; --depth 2 splits
+them one level further) and pass, and the slowest ops. With --forward it profiles the jitted inference forward
+(eval mode, random weights) instead, every op counted as forward. On XLA:CPU set XLA_FLAGS=--xla_cpu_enable_xprof_traceme=true (this script does it when the
 variable is unset) so that every op appears in the trace.
 """
 
@@ -33,6 +36,8 @@ import time
 os.environ.setdefault("XLA_FLAGS", "--xla_cpu_enable_xprof_traceme=true")
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+
+from centerpose_jax.models import conv  # noqa: E402
 
 # A convolution whose window is larger than this (in any spatial dimension) is a kernel gradient.
 _LARGEST_KERNEL = 7
@@ -77,7 +82,7 @@ def _hlo_op_info(hlo_text: str) -> dict:
 
 
 def _classify(op_name: str, weight_grad: bool) -> str:
-  if weight_grad:  # XLA leaves these without metadata
+  if weight_grad or f"/{conv.WEIGHT_GRAD_SCOPE}/" in op_name:  # XLA's own ones have no metadata
     return "backward, weights"
   if "transpose(jvp(" in op_name:
     return "backward, input"
@@ -86,33 +91,57 @@ def _classify(op_name: str, weight_grad: bool) -> str:
   return "optimizer/other"
 
 
-def _part(op_name: str) -> str:
-  """The top-level module an op belongs to (`base`, `dla_up`, a head name, ...), or "-"."""
-  components = op_name.split("/")
-  for index, component in enumerate(components):
-    if component.startswith(("jvp(", "transpose(jvp(")):
-      modules = [c for c in components[index + 1:-1] if not c.startswith(("CenterPose.", "jit(", "jvp("))]
-      return modules[0] if modules else "-"
-  return "-"
+def _part(op_name: str, depth: int = 1) -> str:
+  """The module an op belongs to, `depth` levels below the model (`base`, `base/blocks`, ...), or "-"."""
+  modules = [component for component in op_name.split("/")[:-1]
+             if not component.startswith(("jit(", "jvp(", "transpose(", "CenterPose", "cond", "branch_"))]
+  return "/".join(modules[:depth]) or "-"
+
+
+def _compiled_call(args):
+  """(a function running one compiled call, its HLO text): the train step, or with --forward the eval forward."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import train_throughput  # pylint: disable=g-import-not-at-top
+
+  if args.forward:
+    import numpy as np  # pylint: disable=g-import-not-at-top
+    from configs import default  # pylint: disable=g-import-not-at-top
+    from centerpose_jax.models import create_model  # pylint: disable=g-import-not-at-top
+    from centerpose_jax.testing.variables import random_variables  # pylint: disable=g-import-not-at-top
+    config = default.get_config()
+    config.model.backbone.model_type = args.arch
+    config.model.backbone.width_multiplier = args.width_multiplier
+    if args.head_conv:
+      config.model.head_conv = args.head_conv
+    model = create_model(config)
+    variables = jax.device_put(random_variables(model, (args.res, args.res)))
+    x = jax.device_put(np.zeros((args.batch, args.res, args.res, 3), np.float32))
+    forward = jax.jit(lambda v, inputs: model.apply(v, inputs, train=False)).lower(variables, x).compile()
+    return lambda: jax.block_until_ready(forward(variables, x)), forward.as_text()
+  jitted_step, state, arrays, _ = train_throughput.build_step(args.arch, args.res, args.batch, "fp32",
+                                                              args.width_multiplier, args.head_conv)
+  train_step = jitted_step.lower(state, arrays).compile()  # compiled once: run and read its HLO metadata
+  holder = {"state": state}
+
+  def call():
+    holder["state"], metrics = train_step(holder["state"], arrays)  # the state is donated
+    jax.block_until_ready(metrics)
+
+  return call, train_step.as_text()
 
 
 def profile(args) -> dict:
   """Runs and traces the step; returns the aggregated figures."""
   import jax  # pylint: disable=g-import-not-at-top
-  import train_throughput  # pylint: disable=g-import-not-at-top
 
-  jitted_step, state, arrays, _ = train_throughput.build_step(args.arch, args.res, args.batch, "fp32",
-                                                              args.width_multiplier, args.head_conv)
-  train_step = jitted_step.lower(state, arrays).compile()  # compiled once: run and read its HLO metadata
-  info = _hlo_op_info(train_step.as_text())
-  state, metrics = train_step(state, arrays)
-  jax.block_until_ready(metrics)
+  call, hlo_text = _compiled_call(args)
+  info = _hlo_op_info(hlo_text)
+  call()
   with tempfile.TemporaryDirectory() as trace_dir:
     start = time.perf_counter()
     with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
       for _ in range(args.steps):
-        state, metrics = train_step(state, arrays)
-      jax.block_until_ready(metrics)
+        call()
     step_seconds = (time.perf_counter() - start) / args.steps
     trace_file = next(pathlib.Path(trace_dir).rglob("*.trace.json.gz"))
     events = json.load(gzip.open(trace_file))["traceEvents"]
@@ -123,9 +152,9 @@ def profile(args) -> dict:
       continue
     op_name, weight_grad = info[event["name"]]
     seconds = event["dur"] / 1e6 / args.steps
-    kind = _classify(op_name, weight_grad)
+    kind = "forward" if args.forward else _classify(op_name, weight_grad)
     by_class[kind] += seconds
-    by_part[(_part(op_name), kind)] += seconds
+    by_part[(_part(op_name, args.depth), kind)] += seconds
     by_op[(event["name"], kind, op_name)] += seconds
   return {"step_seconds": step_seconds, "op_seconds": sum(by_class.values()), "by_class": by_class,
           "by_part": by_part, "by_op": by_op}
@@ -140,6 +169,8 @@ def main(argv=None) -> int:
   parser.add_argument("--batch", type=int, default=2)
   parser.add_argument("--steps", type=int, default=1, help="traced steps (after one compiling step)")
   parser.add_argument("--top", type=int, default=15, help="slowest ops listed")
+  parser.add_argument("--forward", action="store_true", help="profile the inference forward, not the step")
+  parser.add_argument("--depth", type=int, default=1, help="module levels of the per-part table (2: base/blocks)")
   args = parser.parse_args(argv)
   result = profile(args)
   total = result["op_seconds"]
@@ -150,9 +181,10 @@ def main(argv=None) -> int:
   print("per model part and pass (s):")
   parts = sorted({part for part, _ in result["by_part"]})
   kinds = ("forward", "backward, input", "backward, weights", "optimizer/other")
-  print(f"  {'part':10s}" + "".join(f"{kind:>19s}" for kind in kinds))
+  width = max(10, *(len(part) for part in parts))
+  print(f"  {'part':{width}s}" + "".join(f"{kind:>19s}" for kind in kinds))
   for part in sorted(parts, key=lambda p: -sum(result["by_part"][(p, k)] for k in kinds)):
-    print(f"  {part:10s}" + "".join(f"{result['by_part'][(part, kind)]:19.3f}" for kind in kinds))
+    print(f"  {part:{width}s}" + "".join(f"{result['by_part'][(part, kind)]:19.3f}" for kind in kinds))
   print(f"slowest {args.top} ops:")
   for (name, kind, op_name), seconds in result["by_op"].most_common(args.top):
     print(f"  {seconds * 1e3:8.1f} ms  {kind:18s} {name:28s} {op_name[-110:]}")

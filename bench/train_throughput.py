@@ -5,10 +5,12 @@ memory, for DLA34 and fan_small at 512x512 batch 2 and 256x256 batch 8, in fp32 
   .venv/bin/python bench/train_throughput.py --arch DLA34 --res 128 --batch 2 --precision fp32 --steps 2
   .venv/bin/python bench/train_throughput.py --arch DLA34 --res 128 --batch 8 --precision fp32 \
       --width-multiplier 0.25 --head-conv 64                      # the demo's model
+  .venv/bin/python bench/train_throughput.py --arch fan_small --res 512 --batch 2 --precision fp32 \
+      --activation-checkpointing                                 # train.activation_checkpointing on
 
 Each configuration runs in its own process (so its peak memory is its own) on the default JAX backend, with
-one device and random targets in the loader's layout (one object per sample). The jitted step is
-`training.step.make_train_step` (the one training uses); the first call is timed as compile time (lowering +
+one device and random targets in the loader's layout (one object per sample). The step is the one training
+runs, wired by `training.setup.setup`; the first call is timed as compile time (lowering +
 XLA compile + one step), the next `--steps` calls as steady state. Peak memory: the accelerator's
 `peak_bytes_in_use` when it reports one, else the process's peak resident set size (CPU).
 """
@@ -45,47 +47,44 @@ def _batch(res: int, batch: int, rng):
   return {key: np.stack([s[key] for s in samples]) for key in samples[0]}
 
 
-def build_step(arch: str, res: int, batch: int, precision: str, width_multiplier: float, head_conv: int = 0):
+def build_step(arch: str, res: int, batch: int, precision: str, width_multiplier: float, head_conv: int = 0,
+               activation_checkpointing: bool = False):
   """The jitted training step of one configuration, its initial state and a random batch (one device).
 
   Returns:
-    (train_step, state, arrays, init_seconds): `training.step.make_train_step`'s function, the train state,
+    (train_step, state, arrays, init_seconds): `training.setup.setup`'s step (the one training runs), the train state,
     the sharded batch and the seconds spent initialising the variables and the state.
   """
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from configs import default  # pylint: disable=g-import-not-at-top
-  from centerpose_jax.data import loader  # pylint: disable=g-import-not-at-top
-  from centerpose_jax.models import create_model  # pylint: disable=g-import-not-at-top
-  from centerpose_jax.training import losses, optim, precision as precision_lib  # pylint: disable=g-multiple-import
-  from centerpose_jax.training import state as state_lib, step as step_lib  # pylint: disable=g-multiple-import
+  from centerpose_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  from centerpose_jax import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+  from centerpose_jax.training import setup  # pylint: disable=g-import-not-at-top
 
-  config = default.get_config()
+  config = config_lib.get_config()
   config.model.backbone.model_type = arch
   config.model.backbone.width_multiplier = width_multiplier
   if head_conv:
     config.model.head_conv = head_conv
   config.train.precision = precision
-  model = create_model(config, dtype=precision_lib.compute_dtype(precision))
-  mesh = step_lib.create_mesh(jax.devices()[:1])
-  optimizer = optim.create_optimizer(config.train, batches_per_epoch=1000)
+  config.train.activation_checkpointing = activation_checkpointing
+  config.dataset.input_res, config.dataset.output_res = res, res // 4
+  config.dataset.batch_size = batch
+  parts = setup.setup(config, devices=jax.devices()[:1], batches_per_epoch=1000)
   start = time.perf_counter()
-  variables = state_lib.init_variables(model, jax.random.key(0, impl="rbg"), (1, res, res, 3))
-  state = state_lib.create_train_state(variables, optimizer, jax.random.PRNGKey(1), precision,
-                                       step_lib.replicated_sharding(mesh))
+  state = parts.new_state(parts.init_variables(jax.random.key(0, impl="rbg")), jax.random.PRNGKey(1))
   jax.block_until_ready(state)
   init_seconds = time.perf_counter() - start
-  train_step = step_lib.make_train_step(model, optimizer, losses.loss_weights(config.train.loss_config),
-                                        precision, mesh)
-  arrays = loader.shard_batch(_batch(res, batch, np.random.default_rng(0)), mesh)
-  return train_step, state, arrays, init_seconds
+  arrays = mesh_lib.shard_batch(_batch(res, batch, np.random.default_rng(0)), parts.mesh)
+  return parts.train_step, state, arrays, init_seconds
 
 
 def run_one(arch: str, res: int, batch: int, precision: str, steps: int, width_multiplier: float,
-            head_conv: int = 0) -> dict:
+            head_conv: int = 0, activation_checkpointing: bool = False) -> dict:
   """Measures one configuration in this process."""
   import jax  # pylint: disable=g-import-not-at-top
-  train_step, state, arrays, init_seconds = build_step(arch, res, batch, precision, width_multiplier, head_conv)
+  train_step, state, arrays, init_seconds = build_step(arch, res, batch, precision, width_multiplier, head_conv,
+                                                       activation_checkpointing)
   start = time.perf_counter()
   state, metrics = train_step(state, arrays)
   jax.block_until_ready(metrics)
@@ -101,7 +100,8 @@ def run_one(arch: str, res: int, batch: int, precision: str, steps: int, width_m
     peak, peak_kind = stats["peak_bytes_in_use"], "device"
   else:
     peak, peak_kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "process RSS"
-  return {"arch": arch, "width_multiplier": width_multiplier, "head_conv": head_conv or 256, "input": res, "batch": batch, "precision": precision,
+  return {"arch": arch, "width_multiplier": width_multiplier, "head_conv": head_conv or 256, "input": res,
+          "batch": batch, "precision": precision, "activation_checkpointing": activation_checkpointing,
           "device": device.device_kind, "init_s": round(init_seconds, 2),
           "compile_plus_first_step_s": round(compile_seconds, 2), "step_s": round(seconds, 3),
           "samples_per_s": round(batch / seconds, 3), "peak_memory_gib": round(peak / 2**30, 3),
@@ -117,25 +117,29 @@ def main(argv=None) -> int:
   parser.add_argument("--steps", type=int, default=5, help="timed steps after the first")
   parser.add_argument("--width-multiplier", type=float, default=1.0, help="DLA34 width (1.0 = TAO)")
   parser.add_argument("--head-conv", type=int, default=0, help="head hidden channels (0: TAO's 256)")
+  parser.add_argument("--activation-checkpointing", action="store_true",
+                      help="train.activation_checkpointing: rematerialise the backbone blocks")
   parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # internal: measure in-process
   args = parser.parse_args(argv)
   if (args.res is None) != (args.batch is None):
     parser.error("--res and --batch go together")
   if args.one:
     print(json.dumps(run_one(args.arch[0], args.res, args.batch, args.precision[0], args.steps,
-                             args.width_multiplier, args.head_conv)))
+                             args.width_multiplier, args.head_conv, args.activation_checkpointing)))
     return 0
   shapes = [(args.res, args.batch)] if args.res else list(SHAPES)
   for arch, (res, batch), precision in itertools.product(args.arch or ARCHS, shapes, args.precision or PRECISIONS):
     command = [sys.executable, __file__, "--one", "--arch", arch, "--res", str(res), "--batch", str(batch),
                "--precision", precision, "--steps", str(args.steps), "--width-multiplier",
                str(args.width_multiplier if arch == "DLA34" else 1.0), "--head-conv", str(args.head_conv)]
+    command += ["--activation-checkpointing"] if args.activation_checkpointing else []
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
       print(f"{arch} {res}x{res} batch {batch} {precision}: failed\n{result.stderr[-2000:]}", file=sys.stderr)
       return 1
     row = json.loads(result.stdout.strip().splitlines()[-1])
-    print(f"{arch:9s} {res}x{res} batch {batch} {precision}: init {row['init_s']:.1f} s, compile+first step "
+    remat = ", activation checkpointing" if args.activation_checkpointing else ""
+    print(f"{arch:9s} {res}x{res} batch {batch} {precision}{remat}: init {row['init_s']:.1f} s, compile+first step "
           f"{row['compile_plus_first_step_s']:.1f} s, {row['step_s']:.3f} s/step, {row['samples_per_s']:.2f} "
           f"samples/s, peak {row['peak_memory_gib']:.2f} GiB ({row['peak_memory_kind']}) on {row['device']}")
     print(json.dumps(row), flush=True)

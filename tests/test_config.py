@@ -8,7 +8,9 @@ import sys
 import pytest
 import yaml
 
+from centerpose_jax import categories
 from centerpose_jax import config as config_lib
+from centerpose_jax import config_validation
 from centerpose_jax.convert import tao_spec
 from configs import default
 
@@ -84,7 +86,7 @@ def _valid_train_config(tmp_path):
 
 
 def test_the_default_config_is_valid_for_training_with_data(tmp_path):
-  assert config_lib.collect_problems(_valid_train_config(tmp_path), "train") == []
+  assert config_validation.collect_problems(_valid_train_config(tmp_path), "train") == []
 
 
 @pytest.mark.parametrize("field,value,expected", [
@@ -118,7 +120,7 @@ def test_each_validation_rule_reports_the_field_value_and_what_is_allowed(tmp_pa
   for part in parents:
     node = node[part]
   node[leaf] = value
-  problems = config_lib.collect_problems(config, "train")
+  problems = config_validation.collect_problems(config, "train")
   assert any(expected in p for p in problems), problems
 
 
@@ -128,7 +130,7 @@ def test_all_problems_are_reported_at_once(tmp_path):
   config.dataset.batch_size = -2
   config.model.backbone.model_type = "vgg"
   with pytest.raises(config_lib.ConfigError) as error:
-    config_lib.validate(config, "train")
+    config_validation.validate(config, "train")
   assert len(error.value.problems) == 3
   assert all(word in str(error.value) for word in ("fp64", "-2", "vgg"))
 
@@ -137,11 +139,11 @@ def test_export_rules(tmp_path):
   config = default.get_config()
   config.export.checkpoint = str(tmp_path)
   config.export.onnx_file = str(tmp_path / "m.onnx")
-  assert config_lib.collect_problems(config, "export") == []
+  assert config_validation.collect_problems(config, "export") == []
   config.export.input_height = 500
   config.export.input_channel = 1
   config.export.batch_size = 0
-  problems = "\n".join(config_lib.collect_problems(config, "export"))
+  problems = "\n".join(config_validation.collect_problems(config, "export"))
   assert "export.input_height: got 500, expected a positive multiple of 32" in problems
   assert "export.input_channel: got 1, expected 3" in problems
   assert "export.batch_size: got 0, expected -1 (dynamic) or a positive number" in problems
@@ -149,13 +151,13 @@ def test_export_rules(tmp_path):
 
 def test_evaluate_and_infer_need_data_and_weights():
   config = default.get_config()
-  evaluate = "\n".join(config_lib.collect_problems(config, "evaluate"))
+  evaluate = "\n".join(config_validation.collect_problems(config, "evaluate"))
   assert "dataset.test_data: evaluation needs dataset.test_data (or dataset.val_data)" in evaluate
   assert "evaluate.checkpoint: checkpoint to evaluate (or evaluate.onnx_file) is required" in evaluate
-  infer = "\n".join(config_lib.collect_problems(config, "infer"))
+  infer = "\n".join(config_validation.collect_problems(config, "infer"))
   assert "dataset.inference_data: image folder, image or video to run on is required" in infer
   config.inference.onnx_file = "/no/model.onnx"
-  infer = "\n".join(config_lib.collect_problems(config, "infer"))
+  infer = "\n".join(config_validation.collect_problems(config, "infer"))
   assert "inference.onnx_file: '/no/model.onnx' does not exist" in infer
 
 
@@ -248,7 +250,7 @@ def test_unknown_spec_keys_are_reported_not_ignored(tmp_path):
 def test_category_configs_differ_from_default_only_where_intended():
   base = _flat(default.get_config())
   expected_symmetry = {"chair": 4, "bottle": 12}
-  for category in default.OBJECTRON_CATEGORIES:
+  for category in categories.NAMES:
     module = __import__(f"configs.{category}", fromlist=["get_config"])
     config = _flat(module.get_config())
     diff = {k: v for k, v in config.items() if base[k] != v}
@@ -266,7 +268,7 @@ def test_demo_config_is_a_small_dla(tmp_path):
   config = demo.get_config()
   config.dataset.train_data = str(tmp_path)
   config.dataset.val_data = str(tmp_path)
-  assert config_lib.collect_problems(config, "train") == []
+  assert config_validation.collect_problems(config, "train") == []
   assert config.dataset.input_res <= 256 and config.model.backbone.model_type == "DLA34"
 
 
@@ -321,9 +323,9 @@ def _non_default(value):
   return "x.engine" if value is None else value + "x"
 
 
-@pytest.mark.parametrize("path", sorted(config_lib.UNSUPPORTED_OPTIONS))
+@pytest.mark.parametrize("path", sorted(config_validation.UNSUPPORTED_OPTIONS))
 def test_an_option_without_an_implementation_is_rejected_unless_default(tmp_path, path):
-  default_value, reason = config_lib.UNSUPPORTED_OPTIONS[path]
+  default_value, reason = config_validation.UNSUPPORTED_OPTIONS[path]
   config = _valid_train_config(tmp_path)
   assert _leaf(config, path) == default_value
   *parents, leaf = path.split(".")
@@ -332,14 +334,14 @@ def test_an_option_without_an_implementation_is_rejected_unless_default(tmp_path
     node = node[part]
   node[leaf] = _non_default(default_value)
   for task in ("train", "evaluate", "infer", "export"):
-    problems = config_lib.collect_problems(config, task)
+    problems = config_validation.collect_problems(config, task)
     assert f"{path}: got {node[leaf]!r}, only {default_value!r} is supported: {reason}" in problems, task
 
 
 def test_deploy_only_fields_say_where_they_are_used(tmp_path):
   config = _valid_train_config(tmp_path)
   config.inference.trt_engine = "/models/centerpose.engine"
-  problems = "\n".join(config_lib.collect_problems(config, "infer"))
+  problems = "\n".join(config_validation.collect_problems(config, "infer"))
   assert "inference.trt_engine: got '/models/centerpose.engine'" in problems
   assert "tools/gen_trt_engine.py" in problems and "inference.onnx_file" in problems
 
@@ -351,26 +353,26 @@ def test_training_only_paths_do_not_block_evaluate_infer_export(tmp_path):
   config.dataset.test_data = config.dataset.inference_data = str(tmp_path)
   config.evaluate.checkpoint = config.inference.checkpoint = config.export.checkpoint = str(tmp_path)
   assert any("model.backbone.pretrained_backbone_path: '/no/dla34.pth' does not exist" in p
-             for p in config_lib.collect_problems(config, "train"))
+             for p in config_validation.collect_problems(config, "train"))
   for task in ("evaluate", "infer", "export"):
-    assert config_lib.collect_problems(config, task) == [], task
+    assert config_validation.collect_problems(config, task) == [], task
   config.model.backbone.pretrained_backbone_path = ""  # DLA34: TAO's public weights are downloaded
-  assert config_lib.collect_problems(config, "train") == []
+  assert config_validation.collect_problems(config, "train") == []
   config.model.backbone.model_type = "fan_small"  # FAN: no public download
   assert any(p.startswith("model.backbone.pretrained_backbone_path: model.use_pretrained=True with fan_small "
-                          "needs the FAN ImageNet weights file") for p in config_lib.collect_problems(config, "train"))
+                          "needs the FAN ImageNet weights file") for p in config_validation.collect_problems(config, "train"))
 
 
 def test_non_square_input_res_is_width_height(tmp_path):
   config = _valid_train_config(tmp_path)
   config.dataset.input_res, config.dataset.output_res = (256, 384), (64, 96)
-  assert config_lib.collect_problems(config, "train") == []
+  assert config_validation.collect_problems(config, "train") == []
   assert config_lib.input_size(config.dataset) == (256, 384) and config_lib.output_size(config.dataset) == (64, 96)
   config.dataset.output_res = 64
-  assert "dataset.output_res: got 64, expected input_res / 4 = (64, 96)" in config_lib.collect_problems(config, "train")
+  assert "dataset.output_res: got 64, expected input_res / 4 = (64, 96)" in config_validation.collect_problems(config, "train")
   config.dataset.input_res = (256, 380)
   assert any(p.startswith("dataset.input_res: got (256, 380), expected a positive multiple of 32")
-             for p in config_lib.collect_problems(config, "train"))
+             for p in config_validation.collect_problems(config, "train"))
 
 
 def test_a_tao_spec_gets_its_category_defaults_and_interpolations(tmp_path, caplog):

@@ -80,11 +80,11 @@ _OUT_OF_MEMORY = """
 import resource
 resource.setrlimit(resource.RLIMIT_AS, (6 * 2**30, 6 * 2**30))
 import jax, jax.numpy as jnp
-from centerpose_jax import config as config_lib
-flag = config_lib.define_config_flag()
+from centerpose_jax import cli
+flag = cli.define_config_flag()
 def main(config):
   jax.block_until_ready(jax.jit(lambda: jnp.ones((3 * 2**30,), jnp.float32))())  # 12 GiB
-config_lib.run(main, "train", flag)
+cli.run(main, "train", flag)
 """
 
 

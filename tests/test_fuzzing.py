@@ -16,6 +16,7 @@ import yaml
 from configs import default
 
 from centerpose_jax import config as config_lib
+from centerpose_jax import config_validation
 from centerpose_jax import errors
 from centerpose_jax.convert import tao_spec
 from centerpose_jax.data import annotations
@@ -132,7 +133,7 @@ def _check_spec(tmp_path_factory, text):
     return
   for task in config_lib.TASKS:
     try:
-      config_lib.validate(config, task)
+      config_validation.validate(config, task)
     except config_lib.ConfigError as error:
       assert all(SPEC_PROBLEM.match(line) for line in str(error).splitlines()[1:]), str(error)
 

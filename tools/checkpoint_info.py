@@ -34,7 +34,7 @@ from absl import logging as absl_logging
 
 from centerpose_jax import errors
 from centerpose_jax.models import architecture
-from centerpose_jax.training import checkpoint
+from centerpose_jax import checkpoint
 from centerpose_jax.training import state
 
 

@@ -23,7 +23,7 @@ import orbax.checkpoint as ocp
 
 from centerpose_jax import errors
 from centerpose_jax.convert import pytorch
-from centerpose_jax.models import centerpose
+from centerpose_jax.models import registry
 
 
 def convert(checkpoint: str, arch: str, out: str, overwrite: bool = False) -> dict:
@@ -55,7 +55,7 @@ def convert(checkpoint: str, arch: str, out: str, overwrite: bool = False) -> di
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--checkpoint", required=True, help="TAO .pth checkpoint or .npz state_dict")
-  parser.add_argument("--arch", required=True, choices=centerpose.DLA_ARCHS + centerpose.FAN_ARCHS)
+  parser.add_argument("--arch", required=True, choices=registry.TAO_BACKBONES)
   parser.add_argument("--out", required=True, help="output folder (gets variables/ and conversion.json)")
   parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT/variables")
   args = parser.parse_args(argv)

@@ -15,6 +15,7 @@ import json
 import os
 import sys
 
+from centerpose_jax import categories
 from centerpose_jax import errors
 from centerpose_jax.objectron import convert
 from centerpose_jax.objectron import extras
@@ -24,7 +25,7 @@ from centerpose_jax.objectron import release
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--src", required=True, help="local copy of the Objectron release")
-  parser.add_argument("--category", required=True, choices=release.CATEGORIES)
+  parser.add_argument("--category", required=True, choices=categories.NAMES)
   parser.add_argument("--split", default="train", choices=release.SPLITS)
   parser.add_argument("--out", required=True, help="output folder (OUT/<split>/ is the dataset folder)")
   parser.add_argument("--source", default="videos", choices=convert.SOURCES,

@@ -9,9 +9,9 @@ centerpose_jax/export/tensorrt.py) and runs it when `trtexec` is on PATH, else p
 (`--config=spec.yaml`) works as for the other tasks.
 """
 
-from centerpose_jax import config as config_lib
+from centerpose_jax import cli
 
-_CONFIG = config_lib.define_config_flag()
+_CONFIG = cli.define_config_flag()
 
 
 def main(config):
@@ -20,4 +20,4 @@ def main(config):
 
 
 if __name__ == "__main__":
-  config_lib.run(main, "gen_trt_engine", _CONFIG)
+  cli.run(main, "gen_trt_engine", _CONFIG)

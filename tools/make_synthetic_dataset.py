@@ -16,13 +16,14 @@ import json
 import os
 import sys
 
+from centerpose_jax import categories
 from centerpose_jax.data import synthetic
 
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--out", required=True, help="output folder (train/ and val/ are created in it)")
-  parser.add_argument("--category", required=True, choices=synthetic.CATEGORIES)
+  parser.add_argument("--category", required=True, choices=categories.NAMES)
   parser.add_argument("--num-train", type=int, default=400)
   parser.add_argument("--num-val", type=int, default=100)
   parser.add_argument("--seed", type=int, default=0)

@@ -11,20 +11,17 @@ import sys
 
 from centerpose_jax import config as config_lib
 from centerpose_jax.convert import tao_spec
-from configs import default
 
 
 def _value(config, path):
-  node = config
-  for part in path.split("."):
-    node = node[part]
+  node = config_lib.get_field(config, path)
   return node.to_dict() if hasattr(node, "to_dict") else node
 
 
 def config_source(spec_path: str) -> str:
   """Python source of a config file equal to the spec: the default plus the differing fields."""
   config = tao_spec.load_tao_spec(spec_path)
-  base = default.get_config()
+  base = config_lib.get_config()
   lines = [f'"""Converted from the TAO spec {spec_path}."""', "", "from configs import default", "", "",
            "def get_config():", "  config = default.get_config()"]
   for path in config_lib.config_fields(base):

@@ -17,9 +17,9 @@ import argparse
 import json
 import sys
 
+from centerpose_jax import categories
 from centerpose_jax.data import annotations
 from centerpose_jax.data import loader
-from configs import default as default_config
 
 
 def main(argv=None) -> int:
@@ -27,7 +27,7 @@ def main(argv=None) -> int:
   parser.add_argument("path", help="dataset folder or packed dataset")
   parser.add_argument("--category", default="", help="dataset.category: gives the default --num-symmetry")
   parser.add_argument("--num-symmetry", type=int, default=None,
-                      help="dataset.num_symmetry (default: the category config's: chair 4, bottle 12, else 1)")
+                      help="dataset.num_symmetry (default: the category's, categories.py: chair 4, bottle 12, else 1)")
   parser.add_argument("--evaluation", action="store_true", help="also require the evaluation-only fields")
   args = parser.parse_args(argv)
   try:
@@ -37,7 +37,7 @@ def main(argv=None) -> int:
     return 1
   num_symmetry = args.num_symmetry
   if num_symmetry is None:
-    num_symmetry = default_config.get_category_config(args.category).dataset.num_symmetry
+    num_symmetry = categories.category(args.category).num_symmetry
   report = annotations.validate_source(source, needs_symmetry=num_symmetry > 1, needs_evaluation=args.evaluation)
   for problem in report.problems:
     print(problem)

@@ -24,6 +24,7 @@ from flax.core import meta
 
 from centerpose_jax import errors
 from centerpose_jax.convert import pth_reader
+from centerpose_jax.models import registry
 
 StateDict = Dict[str, np.ndarray]
 Variables = Dict[str, Any]
@@ -36,11 +37,6 @@ UNUSED_TAO_KEYS = {
     r"^base\.level[34]\.project\.": "DLA34 projection whose output the inner Tree overwrites (never used)",
 }
 BACKBONE_PREFIX = "base."
-# Where to get the ImageNet weights `load_pretrained_backbone` expects.
-PRETRAINED_SOURCES = {
-    "DLA34": "dla34-ba72cf86.pth from http://dl.yf.io/dla/models/imagenet/ (or timm's dla34.in1k weights)",
-    "fan": "the NGC model pretrained_fan_classification_nvimagenet (e.g. fan_small_hybrid_nvimagenet.pth)",
-}
 
 
 class ConversionError(errors.CenterPoseError, ValueError):
@@ -382,15 +378,14 @@ def load_pretrained_backbone(variables: Mapping[str, Any], source, arch: str) ->
     WeightsFileError: no file at `source` (the message says where to get one).
     ConversionError: no key matched the backbone, or a matched key has the wrong shape.
   """
-  family = "DLA34" if arch == "DLA34" else "fan"
   if isinstance(source, Mapping):
     state_dict, path = source, "the given state_dict"
   else:
     path = pathlib.Path(source)
     if not path.is_file():
       raise WeightsFileError(
-          f"pretrained {arch} backbone weights not found at {path}: download {PRETRAINED_SOURCES[family]} and "
-          "point model.backbone.pretrained_backbone_path at it")
+          f"pretrained {arch} backbone weights not found at {path}: download "
+          f"{registry.backbone(arch).imagenet_weights} and point model.backbone.pretrained_backbone_path at it")
     state_dict = read_state_dict(path)
   file_state = {}
   for key, value in state_dict.items():

@@ -1,11 +1,11 @@
 """TAO experiment spec (YAML) -> our ConfigDict.
 
 A TAO CenterPose spec (`experiment_specs/train.yaml` and friends) uses the same section and field names as
-`configs/default.py`, so the mapping is a recursive overlay onto the defaults of the spec's
-`dataset.category` (`configs/<category>.py`: chair and bottle get TAO's 4 and 12 symmetry copies unless the
-spec sets `dataset.num_symmetry`), except that a spec without `model.backbone.model_type` gets TAO's default
-network, fan_small, so a TAO spec means what it meant in TAO. Two TAO names are renamed (`dataset._eig_val` / `_eig_vec` -> `eig_val` /
-`eig_vec`), TAO's common `wandb` section is accepted and ignored with a warning, OmegaConf interpolations
+the config (`centerpose_jax/config.py`), so the mapping is a recursive overlay onto the defaults of the spec's
+`dataset.category` (`config.get_category_config`: chair and bottle get TAO's 4 and 12 symmetry copies unless
+the spec sets `dataset.num_symmetry`), except that a spec without `model.backbone.model_type` gets TAO's default
+network, fan_small, so a TAO spec means what it meant in TAO. Two TAO names are renamed (`dataset._eig_val` /
+`_eig_vec` -> `eig_val` / `eig_vec`), TAO's common `wandb` section is accepted and ignored with a warning, OmegaConf interpolations
 (`checkpoint_interval: ${train.validation_interval}`, `"${results_dir}/train"`) are resolved against the
 resulting config, and every other key we do not know is reported: the whole list, as one error.
 """
@@ -18,8 +18,8 @@ from typing import Any, Dict, List
 import yaml
 from ml_collections import config_dict
 
-from configs import default as default_config
-
+from centerpose_jax import categories
+from centerpose_jax import config as config_lib
 from centerpose_jax import errors
 
 _INTERPOLATION = re.compile(r"\$\{([A-Za-z_][\w.]*)\}")
@@ -124,12 +124,12 @@ def _yaml_float(text: str):
 
 
 def spec_to_config(spec: Dict[str, Any]) -> config_dict.ConfigDict:
-  """Overlays a parsed TAO spec onto the defaults of its `dataset.category` (`configs/default.py`'s
-  `get_category_config`); raises SpecError listing every unknown key."""
+  """Overlays a parsed TAO spec onto the defaults of its `dataset.category` (`config.get_category_config`);
+  raises SpecError listing every unknown key."""
   spec = spec or {}
   dataset = spec.get("dataset") if isinstance(spec.get("dataset"), dict) else {}
   category = dataset.get("category")
-  config = default_config.get_category_config(category) if isinstance(category, str) else default_config.get_config()
+  config = config_lib.get_category_config(category) if isinstance(category, str) else config_lib.get_config()
   config.model.backbone.model_type = TAO_DEFAULT_BACKBONE
   problems: List[str] = []
   deferred: List[tuple] = []
@@ -137,8 +137,8 @@ def spec_to_config(spec: Dict[str, Any]) -> config_dict.ConfigDict:
   _resolve_interpolations(config, deferred, problems)
   if problems:
     raise SpecError("TAO spec does not map onto the config:\n" + "\n".join(f"  - {p}" for p in problems))
-  forced = default_config.CATEGORY_SYMMETRY.get(config.dataset.category)
-  if forced and config.dataset.num_symmetry != forced:
+  forced = categories.category(config.dataset.category).num_symmetry  # TAO hard-codes chair's and bottle's
+  if forced > 1 and config.dataset.num_symmetry != forced:
     logging.warning("dataset.num_symmetry=%s for category %r: TAO ignores the spec's value and uses %s; this config "
                     "uses %s as written (remove the line for %s)", config.dataset.num_symmetry,
                     config.dataset.category, forced, config.dataset.num_symmetry, forced)

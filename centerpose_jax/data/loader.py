@@ -27,8 +27,6 @@ from absl import flags
 import grain.python as grain
 import jax
 import numpy as np
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec
 
 from centerpose_jax import errors
 from centerpose_jax import config as config_lib
@@ -361,14 +359,3 @@ def iterate_eval_batches(source, dataset_config, *, batch_size: Optional[int] = 
   dataset = (grain.MapDataset.source(indices).map(_EncodeEvalSample(source, settings, with_targets))
              .batch(batch_size, drop_remainder=False, batch_fn=collate))
   yield from _to_iterator(dataset, int(dataset_config.workers if workers is None else workers))
-
-
-def shard_batch(batch: dict, mesh: jax.sharding.Mesh, axis: str = "data") -> dict:
-  """Places this process's numpy batch on `mesh`, split along the leading axis over mesh axis `axis`.
-
-  Every numpy array becomes a global jax.Array (`jax.make_array_from_process_local_data` with
-  `NamedSharding(mesh, P(axis))`); other values (metadata lists) are returned unchanged.
-  """
-  sharding = NamedSharding(mesh, PartitionSpec(axis))
-  return {key: (jax.make_array_from_process_local_data(sharding, value) if isinstance(value, np.ndarray)
-                else value) for key, value in batch.items()}

@@ -33,11 +33,11 @@ import typing
 import cv2
 import numpy as np
 
+from centerpose_jax import categories
 from centerpose_jax import geometry
 from centerpose_jax.data import synthetic_render
 from centerpose_jax.data import synthetic_shapes
 
-CATEGORIES = synthetic_shapes.CATEGORIES
 SPLITS = ("train", "val")
 IMAGE_EXTENSION = ".png"
 SETTINGS_FILE = "synthetic.json"  # in the output folder: the settings its frames were generated with
@@ -228,7 +228,7 @@ def render_frame(rng, category, width, height, max_objects=3):
 
   Args:
     rng: numpy Generator; the frame is a function of its state.
-    category: one of `CATEGORIES`.
+    category: one of `categories.NAMES`.
     width, height: image size in pixels.
     max_objects: the frame holds 0 (one frame in twenty) or 1..max_objects instances.
 
@@ -350,7 +350,7 @@ def generate_dataset(out_dir, category, num_train, num_val, seed, width=240, hei
 
   Args:
     out_dir: output folder (created).
-    category: one of `CATEGORIES`.
+    category: one of `categories.NAMES`.
     num_train, num_val: number of frames per split (a split of 0 frames gets no folder).
     seed: the dataset is a function of (seed, split, frame index) and the other arguments.
     width, height: image size in pixels (portrait or landscape).
@@ -388,8 +388,8 @@ def generate_dataset(out_dir, category, num_train, num_val, seed, width=240, hei
 
 
 def _check_category(category):
-  if category not in CATEGORIES:
-    raise ValueError(f"unknown category {category!r}; expected one of {', '.join(CATEGORIES)}")
+  if category not in categories.NAMES:
+    raise ValueError(f"unknown category {category!r}; expected one of {', '.join(categories.NAMES)}")
 
 
 # Sequences: a camera moving smoothly around still objects (one of which may slide and turn), for video.
@@ -541,7 +541,7 @@ def generate_sequences(out_dir, category, num_sequences, num_frames, seed, width
 
   Args:
     out_dir: the dataset folder (created).
-    category: one of `CATEGORIES`.
+    category: one of `categories.NAMES`.
     num_sequences, num_frames: sequences, and frames per sequence.
     seed: the sequences are a function of (seed, sequence index) and the other arguments (their seeds differ
       from the train and val frames').

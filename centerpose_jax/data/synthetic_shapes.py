@@ -16,9 +16,9 @@ import dataclasses
 
 import numpy as np
 
+from centerpose_jax import categories
 from centerpose_jax import geometry
 
-CATEGORIES = ("bike", "book", "bottle", "camera", "cereal_box", "chair", "cup", "laptop", "shoe")
 
 # Direction order used by every palette: +x, -x, +y, -y, +z, -z (the order of `geometry.FACES`).
 _DIRECTIONS = np.array([[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]], dtype=np.float64)
@@ -362,7 +362,7 @@ def build_model(category, rng):
   """A random instance of `category`: (parts centred on their bounding box, box size [3] in metres).
 
   Args:
-    category: one of `CATEGORIES`.
+    category: one of `categories.NAMES`.
     rng: numpy Generator (sizes, colour jitter, category-specific shape parameters).
 
   Returns:
@@ -370,7 +370,7 @@ def build_model(category, rng):
     bounding box is [-size/2, size/2]; size is (x, y, z) in metres.
   """
   if category not in _BUILDERS:
-    raise ValueError(f"unknown category {category!r}; expected one of {', '.join(CATEGORIES)}")
+    raise ValueError(f"unknown category {category!r}; expected one of {', '.join(categories.NAMES)}")
   parts = _BUILDERS[category](rng)
   points = np.concatenate([part.vertices for part in parts])
   low, high = points.min(axis=0), points.max(axis=0)

@@ -22,22 +22,11 @@ import typing
 import numpy as np
 import tensorflow_datasets as tfds
 
+from centerpose_jax.data.discovery import RawSample
+
 BUILDER_NAME = "centerpose_samples"
 DEFAULT_SPLIT = "train"
 _INFO_FILE = "dataset_info.json"
-
-
-class RawSample(typing.NamedTuple):
-  """One image + label pair, undecoded.
-
-  Attributes:
-    image_bytes: the image file's bytes (PNG, JPEG, ... as stored).
-    annotation: the parsed CenterPose JSON label.
-    path: the image path it came from.
-  """
-  image_bytes: bytes
-  annotation: dict
-  path: str
 
 
 class CenterPoseSamples(tfds.core.GeneratorBasedBuilder):

@@ -1,12 +1,6 @@
-"""ONNX export (TAO's graph and names) and onnxruntime execution of exported files.
+"""ONNX export (TAO's graph and names) and the TensorRT engine command line.
 
-Modules: `onnx` (jax2onnx export, fix-ups, verification; files encrypted with `centerpose_jax.encryption`
-when a key is set), `task` (export.py's `run_export`), `runtime` (`OnnxPredictor`). Importing the package
-stays light (no jax2onnx) so `runtime` loads fast.
+Modules: `onnx_export` (jax2onnx export, fix-ups, verification in onnxruntime; files encrypted with
+`centerpose_jax.encryption` when a key is set), `tensorrt` (tools/gen_trt_engine.py's trtexec command). export.py's
+task is `centerpose_jax.tasks.export`; exported files are run by `centerpose_jax.inference.onnx_predictor`.
 """
-
-
-def run_export(config):
-  """export.py's task: see `centerpose_jax.export.task.run_export`."""
-  from centerpose_jax.export import task  # pylint: disable=g-import-not-at-top
-  return task.run_export(config)

@@ -28,9 +28,8 @@ import onnx
 
 from centerpose_jax import config as config_lib
 from centerpose_jax import errors
-from centerpose_jax.export.runtime import INPUT_NAME
+from centerpose_jax.inference.onnx_predictor import INPUT_NAME
 
-DATA_TYPES = ("FP32", "FP16", "INT8")
 TRTEXEC = "trtexec"
 
 

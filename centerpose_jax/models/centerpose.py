@@ -9,18 +9,19 @@ Lightning `model.` prefix), which is what the checkpoint converter relies on.
 """
 
 import math
-from typing import Any, Dict, Optional
+from typing import Any, Dict
 
 import flax.linen as nn
 import jax.numpy as jnp
 
+from centerpose_jax.models import conv
 from centerpose_jax.models import convgru
 from centerpose_jax.models import dla
 from centerpose_jax.models import heads as heads_lib
 from centerpose_jax.models import neck
+from centerpose_jax.models import registry
+from centerpose_jax.models import tiny
 
-DLA_ARCHS = ("DLA34",)
-FAN_ARCHS = ("fan_small", "fan_base", "fan_large")
 FAN_NECK_CHANNELS = 128  # TAO hard-codes the FAN neck, GRU and head input width.
 INPUT_DIVISOR = 32  # H and W must be multiples of the deepest stride.
 
@@ -29,7 +30,7 @@ class CenterPose(nn.Module):
   """CenterPose with TAO's structure; call as model.apply(variables, x, train=...).
 
   Attributes:
-    model_type: "DLA34", "fan_small", "fan_base" or "fan_large".
+    model_type: a backbone of the DLA or FAN family of `registry.BACKBONES` ("DLA34", "fan_small", ...).
     head_conv: hidden channels of each head (TAO 256; <= 0 makes each head a single conv).
     final_kernel: kernel size of the heads' last conv.
     use_convGRU: run the ConvGRU between neck and heads (TAO default True; also enables the heads'
@@ -39,8 +40,11 @@ class CenterPose(nn.Module):
     out_channel: DLA34 only: 0 (TAO default) or the width of level first_level.
     width_multiplier: DLA34 only, not in TAO: scales the backbone, neck and GRU widths (1.0 = TAO).
     dtype: compute dtype (float32, bfloat16, float16); parameters stay float32, outputs are float32.
-    use_grouped_conv: formulation of the neck's depthwise transposed convs; None picks by backend,
-      True is the one that exports to ONNX ConvTranspose (see `layers.DepthwiseUpsample`).
+    conv_impl: formulation of every convolution (`conv.IMPLS`): "auto" picks per platform when lowered
+      (the CPU formulations on the CPU, XLA's convolutions elsewhere); "native" is XLA's everywhere, the one
+      that exports to ONNX Conv / ConvTranspose.
+    activation_checkpointing: rematerialise the backbone's blocks (DLA34's BasicBlocks, FAN's ConvNeXt and FAN
+      blocks) in the backward pass instead of keeping their activations (`train.activation_checkpointing`).
   """
   model_type: str = "DLA34"
   head_conv: int = 256
@@ -51,7 +55,8 @@ class CenterPose(nn.Module):
   out_channel: int = 0
   width_multiplier: float = 1.0
   dtype: Any = jnp.float32
-  use_grouped_conv: Optional[bool] = None
+  conv_impl: str = conv.AUTO
+  activation_checkpointing: bool = False
 
   def _dla_features(self, x, train: bool):
     """DLA34 backbone + DLAUp + IDAUp: [B, H, W, 3] -> [B, H / down_ratio, W / down_ratio, C]."""
@@ -64,12 +69,13 @@ class CenterPose(nn.Module):
     if self.out_channel not in (0, channels[first_level]):
       raise ValueError(f"out_channel must be 0 or {channels[first_level]} (TAO's heads take the width of "
                        f"level {first_level}), got {self.out_channel}")
-    levels = dla.DLA34(channels, self.dtype, name="base")(x, train)
+    levels = dla.DLA34(channels, self.dtype, self.conv_impl, self.activation_checkpointing, name="base")(
+        x, train)
     level_channels = channels[first_level:]
     maps = neck.DLAUp(first_level, level_channels, [2**i for i in range(len(level_channels))], self.dtype,
-                      self.use_grouped_conv, name="dla_up")(levels, train)
+                      self.conv_impl, name="dla_up")(levels, train)
     count = self.last_level - first_level
-    maps = neck.IDAUp(channels[first_level], [2**i for i in range(count)], self.dtype, self.use_grouped_conv,
+    maps = neck.IDAUp(channels[first_level], [2**i for i in range(count)], self.dtype, self.conv_impl,
                       name="ida_up")(maps[:count], 0, count, train)
     return maps[-1]
 
@@ -80,10 +86,10 @@ class CenterPose(nn.Module):
       raise ValueError(f"FAN backbones output stride 4; down_ratio must be 4, got {self.down_ratio}")
     if self.width_multiplier != 1.0:
       raise ValueError("model.backbone.width_multiplier applies to DLA34 only")
-    pyramid = fan.FANBackbone(model_type=self.model_type, dtype=self.dtype, use_grouped_conv=self.use_grouped_conv,
-                              name="base")(x, train)
-    maps = neck.IDAUp(FAN_NECK_CHANNELS, [1, 2, 4, 8], self.dtype, self.use_grouped_conv,
-                      name="ida_up")(pyramid, 0, len(pyramid), train)
+    pyramid = fan.FANBackbone(model_type=self.model_type, dtype=self.dtype, conv_impl=self.conv_impl,
+                              remat=self.activation_checkpointing, name="base")(x, train)
+    maps = neck.IDAUp(FAN_NECK_CHANNELS, [1, 2, 4, 8], self.dtype, self.conv_impl, name="ida_up")(
+        pyramid, 0, len(pyramid), train)
     return maps[-1]
 
   @nn.compact
@@ -103,15 +109,16 @@ class CenterPose(nn.Module):
     if x.shape[1] % INPUT_DIVISOR or x.shape[2] % INPUT_DIVISOR:
       raise ValueError(f"input height and width must be multiples of {INPUT_DIVISOR}, got {x.shape[1:3]}")
     x = x.astype(self.dtype)
-    if self.model_type in DLA_ARCHS:
+    family = registry.backbone(self.model_type).family
+    if family == registry.DLA:
       features = self._dla_features(x, train)
-    elif self.model_type in FAN_ARCHS:
+    elif family == registry.FAN:
       features = self._fan_features(x, train)
     else:
-      raise ValueError(f"unknown backbone {self.model_type!r}; expected one of {DLA_ARCHS + FAN_ARCHS}")
+      raise ValueError(f"{self.model_type!r} is not a CenterPose backbone (use `create_model`)")
 
     if self.use_convGRU:
-      states = convgru.ConvGRU(features.shape[-1], self.dtype, name="convGRU")(features)
+      states = convgru.ConvGRU(features.shape[-1], self.dtype, self.conv_impl, name="convGRU")(features)
       inputs = {head: states[step] for head, step in heads_lib.GRU_STEP_OF_HEAD.items()}
     else:
       inputs = {head: features for head in heads_lib.HEADS}
@@ -121,22 +128,27 @@ class CenterPose(nn.Module):
       heatmap = heads_lib.is_heatmap(head)
       if self.head_conv > 0:
         layer = heads_lib.Head(classes, self.head_conv, self.final_kernel, self.use_convGRU, heatmap,
-                               self.dtype, name=head)
+                               self.dtype, self.conv_impl, name=head)
       else:
-        layer = heads_lib.final_conv(classes, self.final_kernel, heatmap, self.dtype, head)
+        layer = heads_lib.final_conv(classes, self.final_kernel, heatmap, self.dtype, head, self.conv_impl)
       outputs[head] = layer(inputs[head]).astype(jnp.float32)
     return outputs
 
 
-def create_model(config, *, dtype: Any = jnp.float32, use_grouped_conv: Optional[bool] = None) -> CenterPose:
-  """The CenterPose model described by `config.model` (backbone by `model.backbone.model_type`).
+def create_model(config, *, dtype: Any = jnp.float32, conv_impl: str = conv.AUTO,
+                 activation_checkpointing: bool = False) -> nn.Module:
+  """The CenterPose model described by `config.model` (backbone by `model.backbone.model_type`, one of
+  `registry.BACKBONES`; the test backbone `registry.TINY` gives `tiny.TinyCenterPose`).
 
   Args:
     config: the whole config (configs/default.py) or its `model` section.
     dtype: compute dtype (jnp.float32, jnp.bfloat16 or jnp.float16); parameters stay float32.
-    use_grouped_conv: force the grouped-conv formulation of the up layers (True for ONNX export).
+    conv_impl: formulation of the convolutions (`conv.IMPLS`; "native" for ONNX export).
+    activation_checkpointing: rematerialise the backbone's blocks in training (`train.activation_checkpointing`).
   """
   model_config = config.model if "model" in config else config
+  if registry.backbone(model_config.backbone.model_type).family == registry.TEST:
+    return tiny.TinyCenterPose(dtype=dtype)
   return CenterPose(
       model_type=model_config.backbone.model_type,
       head_conv=model_config.head_conv,
@@ -147,4 +159,5 @@ def create_model(config, *, dtype: Any = jnp.float32, use_grouped_conv: Optional
       out_channel=model_config.out_channel,
       width_multiplier=model_config.backbone.get("width_multiplier", 1.0),
       dtype=dtype,
-      use_grouped_conv=use_grouped_conv)
+      conv_impl=conv_impl,
+      activation_checkpointing=activation_checkpointing)

@@ -9,6 +9,7 @@ from typing import Any, List
 import flax.linen as nn
 import jax.numpy as jnp
 
+from centerpose_jax.models import conv
 from centerpose_jax.models import layers
 
 GRU_STEPS = 3
@@ -25,15 +26,18 @@ class ConvGRUCell(nn.Module):
   Attributes:
     features: hidden channels (64 for DLA34, 128 for FAN).
     dtype: compute dtype.
+    conv_impl: formulation of the convs (`conv.IMPLS`).
   """
   features: int
   dtype: Any = jnp.float32
+  conv_impl: str = conv.AUTO
 
   @nn.compact
   def __call__(self, x) -> List[jnp.ndarray]:
     """x: [B, H, W, C] -> the GRU_STEPS hidden states, each [B, H, W, features]."""
     def conv(name, use_bias):
-      return layers.Conv2d(self.features, 3, padding=1, use_bias=use_bias, dtype=self.dtype, name=name)
+      return layers.Conv2d(self.features, 3, padding=1, use_bias=use_bias, dtype=self.dtype,
+                           conv_impl=self.conv_impl, name=name)
 
     x_r, x_z, x_n = (conv(name, True)(x) for name in ("Wir", "Wiz", "Win"))
     h_r, h_z, h_n = (conv(name, False) for name in ("Whr", "Whz", "Whn"))
@@ -52,8 +56,9 @@ class ConvGRU(nn.Module):
   """TAO's `ConvGRU(C, [C], 3, step=3, effective_step=[0, 1, 2])`: a single cell named `cell0`."""
   features: int
   dtype: Any = jnp.float32
+  conv_impl: str = conv.AUTO  # formulation of the convs (`conv.IMPLS`)
 
   @nn.compact
   def __call__(self, x) -> List[jnp.ndarray]:
     """x: [B, H, W, C] -> [h1, h2, h3], each [B, H, W, features]."""
-    return ConvGRUCell(self.features, self.dtype, name="cell0")(x)
+    return ConvGRUCell(self.features, self.dtype, self.conv_impl, name="cell0")(x)

@@ -7,18 +7,24 @@ norm `scale` <- `weight`, batch_stats `mean`/`var` <- `running_mean`/`running_va
 """
 
 import math
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Tuple, Type
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from centerpose_jax.models import conv
+
 # PyTorch's default Conv2d weight init, kaiming_uniform(a=sqrt(5)): U(+-1 / sqrt(fan_in)),
 # fan_in = k * k * C_in (Flax reads it from the HWIO kernel shape).
 TORCH_CONV_INIT = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
 BATCH_NORM_MOMENTUM = 0.9  # Flax convention; PyTorch's BN_MOMENTUM = 0.1.
 NORM_EPSILON = 1e-5  # PyTorch's BatchNorm2d / GroupNorm default.
+MLP_RATIO = 4  # hidden width / width of the transformer and ConvNeXt MLPs (timm's mlp_ratio)
+# Initializers matching TAO's from-scratch init. timm's trunc_normal_(std=.02) truncates at +-2 absolute,
+# i.e. +-100 std, so it is a plain normal.
+TAO_NORMAL_INIT = nn.initializers.normal(0.02)
 
 
 def torch_conv_bias_init(fan_in: int) -> Callable:
@@ -28,7 +34,7 @@ def torch_conv_bias_init(fan_in: int) -> Callable:
 
 
 class Conv2d(nn.Module):
-  """PyTorch Conv2d (groups=1) with symmetric zero padding given in pixels, as one XLA convolution.
+  """PyTorch Conv2d (groups=1) with symmetric zero padding given in pixels (`conv.conv2d`).
 
   Params: `kernel` [k, k, C_in, features] (HWIO), `bias` [features] when `use_bias`.
 
@@ -39,30 +45,57 @@ class Conv2d(nn.Module):
     padding: p pixels on every side, as PyTorch's `padding` (never 'SAME': for stride 2 and even sizes
       XLA's 'SAME' pads only at the end, PyTorch pads both sides).
     use_bias: whether the conv has a bias.
+    kernel_init: kernel initializer (default: PyTorch's).
     bias_init: bias initializer; None gives PyTorch's default U(+-1 / sqrt(k * k * C_in)).
     dtype: compute dtype.
+    conv_impl: formulation (`conv.IMPLS`): "auto" picks per platform, "native" is XLA's convolution.
   """
   features: int
   kernel_size: int
   stride: int = 1
   padding: int = 0
   use_bias: bool = True
+  kernel_init: Callable = TORCH_CONV_INIT
   bias_init: Optional[Callable] = None
   dtype: Any = jnp.float32
+  conv_impl: str = conv.AUTO
 
   @nn.compact
   def __call__(self, x):
     """x: [B, H, W, C_in] -> [B, (H + 2p - k) // s + 1, (W + 2p - k) // s + 1, features]."""
-    k, p = self.kernel_size, self.padding
+    k = self.kernel_size
     in_features = x.shape[-1]
-    kernel = self.param("kernel", TORCH_CONV_INIT, (k, k, in_features, self.features))
-    y = jax.lax.conv_general_dilated(
-        x.astype(self.dtype), kernel.astype(self.dtype), (self.stride, self.stride), ((p, p), (p, p)),
-        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    kernel = self.param("kernel", self.kernel_init, (k, k, in_features, self.features))
+    y = conv.conv2d(x.astype(self.dtype), kernel.astype(self.dtype), self.stride, self.padding, self.conv_impl)
     if self.use_bias:
       bias_init = self.bias_init or torch_conv_bias_init(k * k * in_features)
       y = y + self.param("bias", bias_init, (self.features,)).astype(self.dtype)
     return y
+
+
+class DepthwiseConv2d(nn.Module):
+  """PyTorch depthwise Conv2d (groups = C) with a bias, stride 1, padding k // 2 (`conv.depthwise_conv2d`).
+
+  Params: `kernel` [k, k, 1, C] (from PyTorch's [C, 1, k, k]), `bias` [C].
+
+  Attributes:
+    kernel_size: k (odd).
+    kernel_init: kernel initializer.
+    dtype: compute dtype.
+    conv_impl: formulation (`conv.IMPLS`).
+  """
+  kernel_size: int
+  kernel_init: Callable = TORCH_CONV_INIT
+  dtype: Any = jnp.float32
+  conv_impl: str = conv.AUTO
+
+  @nn.compact
+  def __call__(self, x):
+    """x: [B, H, W, C] -> [B, H, W, C]."""
+    k, channels = self.kernel_size, x.shape[-1]
+    kernel = self.param("kernel", self.kernel_init, (k, k, 1, channels)).astype(self.dtype)
+    bias = self.param("bias", nn.initializers.zeros, (channels,)).astype(self.dtype)
+    return conv.depthwise_conv2d(x.astype(self.dtype), kernel, self.conv_impl) + bias
 
 
 def batch_norm(train: bool, dtype: Any, name: str) -> nn.BatchNorm:
@@ -72,6 +105,17 @@ def batch_norm(train: bool, dtype: Any, name: str) -> nn.BatchNorm:
   """
   return nn.BatchNorm(use_running_average=not train, momentum=BATCH_NORM_MOMENTUM, epsilon=NORM_EPSILON,
                       use_fast_variance=False, dtype=dtype, name=name)
+
+
+def checkpointed(block: Type[nn.Module], enabled: bool, static_argnums: Tuple[int, ...] = ()) -> Type[nn.Module]:
+  """`block`, or with `enabled` its rematerialised version (`train.activation_checkpointing`).
+
+  A rematerialised block keeps only its inputs for the backward pass and recomputes its inner activations
+  there, as `torch.utils.checkpoint` (TAO wraps every FAN block in it): less memory, one more forward of the
+  block per step. Parameter paths do not change. `static_argnums` counts `self` as 0 (Python ints and bools
+  such as `train` must be static).
+  """
+  return nn.remat(block, static_argnums=static_argnums) if enabled else block
 
 
 def max_pool(x, stride: int):
@@ -101,74 +145,41 @@ def _bilinear_init(key, shape, dtype=jnp.float32):
   return jnp.asarray(bilinear_upsample_kernel(k, channels), dtype)
 
 
-def _phase_taps(phase: int, factor: int, padding: int, kernel_size: int):
-  """(input shift, kernel tap) pairs that reach output index factor * q + phase of a transposed conv.
-
-  PyTorch's ConvTranspose2d writes input i through tap t to output o = i * factor + t - padding, so output
-  factor * q + phase receives input q + shift through tap t for every t with t = (phase + padding) mod factor
-  (mod factor), shift = ((phase + padding) - t) / factor.
-  """
-  offset = phase + padding
-  return [((offset - t) // factor, t) for t in range(offset % factor, kernel_size, factor)]
-
-
 class DepthwiseUpsample(nn.Module):
-  """TAO's up layer: ConvTranspose2d(C, C, 2f, stride=f, padding=f // 2, groups=C, bias=False).
+  """TAO's up layer: ConvTranspose2d(C, C, 2f, stride=f, padding=f // 2, groups=C, bias=False)
+  (`conv.depthwise_conv_transpose`).
 
   Output [B, f * H, f * W, C]. Param `kernel` [2f, 2f, 1, C] holds PyTorch's weight [C, 1, 2f, 2f] in
   PyTorch's orientation (kernel[i, j, 0, c] = weight[c, 0, i, j]: no spatial flip), initialised to the
-  bilinear kernel and trainable. Two formulations compute the same function:
-
-  - grouped: `lax.conv_general_dilated` with `lhs_dilation` f and `feature_group_count` C on the flipped
-    kernel (exports as ONNX ConvTranspose; the fast one on GPU/TPU);
-  - phases: for each of the f x f output phases, a sum of 4 shifted input slices times per-channel kernel
-    taps, interleaved into the output (2-3x faster than the grouped conv on XLA:CPU, forward and backward).
+  bilinear kernel and trainable.
 
   Attributes:
     factor: upsampling factor f (even: TAO builds 2, 4 and 8).
     dtype: compute dtype.
-    use_grouped_conv: force a formulation; None picks the phases on the CPU backend, the grouped conv
-      elsewhere. ONNX export must force True.
+    conv_impl: formulation (`conv.IMPLS`); "native" exports as ONNX ConvTranspose.
   """
   factor: int
   dtype: Any = jnp.float32
-  use_grouped_conv: Optional[bool] = None
+  conv_impl: str = conv.AUTO
 
   @nn.compact
   def __call__(self, x):
     """x: [B, H, W, C] -> [B, factor * H, factor * W, C]."""
-    f = self.factor
-    if f < 2 or f % 2:
-      raise ValueError(f"DepthwiseUpsample needs an even factor, got {f}")
-    k, p = 2 * f, f // 2
-    channels = x.shape[-1]
-    kernel = self.param("kernel", _bilinear_init, (k, k, 1, channels)).astype(self.dtype)
-    x = x.astype(self.dtype)
-    grouped = self.use_grouped_conv
-    if grouped is None:
-      grouped = jax.default_backend() != "cpu"
-    if grouped:
-      pad = k - 1 - p
-      return jax.lax.conv_general_dilated(
-          x, kernel[::-1, ::-1], (1, 1), ((pad, pad), (pad, pad)), lhs_dilation=(f, f),
-          dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=channels)
-    taps = [_phase_taps(phase, f, p, k) for phase in range(f)]
-    margin = max(max(abs(shift) for shift, _ in phase_taps) for phase_taps in taps)
-    height, width = x.shape[1:3]
-    padded = jnp.pad(x, ((0, 0), (margin, margin), (margin, margin), (0, 0)))
+    k = 2 * self.factor
+    kernel = self.param("kernel", _bilinear_init, (k, k, 1, x.shape[-1])).astype(self.dtype)
+    return conv.depthwise_conv_transpose(x.astype(self.dtype), kernel, self.factor, self.conv_impl)
 
-    def shifted(dy, dx):
-      return padded[:, margin + dy:margin + dy + height, margin + dx:margin + dx + width]
 
-    rows = []
-    for taps_y in taps:
-      phases = []
-      for taps_x in taps:
-        out = 0.0
-        for dy, ty in taps_y:
-          for dx, tx in taps_x:
-            out = out + shifted(dy, dx) * kernel[ty, tx, 0]
-        phases.append(out)
-      rows.append(jnp.stack(phases, axis=3))  # [B, H, W, f (x phase), C]
-    out = jnp.stack(rows, axis=2)  # [B, H, f (y phase), W, f (x phase), C]
-    return out.reshape(x.shape[0], f * height, f * width, channels)
+def gelu(x):
+  """Exact (erf) GELU, as PyTorch's nn.GELU(); JAX's default is the tanh approximation."""
+  return jax.nn.gelu(x, approximate=False)
+
+
+def layer_norm(epsilon: float, dtype: Any, name: str) -> nn.LayerNorm:
+  """LayerNorm over the last axis with an explicit epsilon and two-pass variance (as PyTorch)."""
+  return nn.LayerNorm(epsilon=epsilon, dtype=dtype, use_fast_variance=False, name=name)
+
+
+def dense(features: int, dtype: Any, name: str) -> nn.Dense:
+  """Linear layer with TAO's init (normal std 0.02, zero bias); kernel [in, out]."""
+  return nn.Dense(features, dtype=dtype, kernel_init=TAO_NORMAL_INIT, name=name)

@@ -5,11 +5,12 @@ TAO does not). Up layers are depthwise transposed convs initialised to bilinear 
 Module names mirror TAO's keys: `proj_i`, `up_i`, `node_i`, `ida_j`, with `conv` and `actf.0`.
 """
 
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, List, Sequence, Tuple
 
 import flax.linen as nn
 import jax.numpy as jnp
 
+from centerpose_jax.models import conv
 from centerpose_jax.models import layers
 
 
@@ -29,10 +30,11 @@ class ConvBlock(nn.Module):
   """
   features: int
   dtype: Any = jnp.float32
+  conv_impl: str = conv.AUTO  # formulation of the conv (`conv.IMPLS`)
 
   @nn.compact
   def __call__(self, x, train: bool):
-    x = layers.Conv2d(self.features, 3, padding=1, dtype=self.dtype, name="conv")(x)
+    x = layers.Conv2d(self.features, 3, padding=1, dtype=self.dtype, conv_impl=self.conv_impl, name="conv")(x)
     return BatchNormReLU(self.dtype, name="actf")(x, train)
 
 
@@ -47,12 +49,12 @@ class IDAUp(nn.Module):
     features: output channels of every proj/node (TAO's `o`).
     up_factors: per input index, the upsampling factor of up_j (index 0 is unused, as TAO's `up_f`).
     dtype: compute dtype.
-    use_grouped_conv: formulation of the up layers (see `layers.DepthwiseUpsample`).
+    conv_impl: formulation of the convs and up layers (`conv.IMPLS`).
   """
   features: int
   up_factors: Sequence[int]
   dtype: Any = jnp.float32
-  use_grouped_conv: Optional[bool] = None
+  conv_impl: str = conv.AUTO
 
   @nn.compact
   def __call__(self, maps: Sequence[jnp.ndarray], startp: int, endp: int, train: bool) -> List[jnp.ndarray]:
@@ -61,9 +63,9 @@ class IDAUp(nn.Module):
     maps = list(maps)
     for i in range(startp + 1, endp):
       j = i - startp
-      y = ConvBlock(self.features, self.dtype, name=f"proj_{j}")(maps[i], train)
-      y = layers.DepthwiseUpsample(self.up_factors[j], self.dtype, self.use_grouped_conv, name=f"up_{j}")(y)
-      maps[i] = ConvBlock(self.features, self.dtype, name=f"node_{j}")(y + maps[i - 1], train)
+      y = ConvBlock(self.features, self.dtype, self.conv_impl, name=f"proj_{j}")(maps[i], train)
+      y = layers.DepthwiseUpsample(self.up_factors[j], self.dtype, self.conv_impl, name=f"up_{j}")(y)
+      maps[i] = ConvBlock(self.features, self.dtype, self.conv_impl, name=f"node_{j}")(y + maps[i - 1], train)
     return maps
 
 
@@ -91,13 +93,13 @@ class DLAUp(nn.Module):
     channels: channels of levels startp ... last.
     scales: their strides relative to level startp (1, 2, 4, ...).
     dtype: compute dtype.
-    use_grouped_conv: formulation of the up layers.
+    conv_impl: formulation of the convs and up layers (`conv.IMPLS`).
   """
   startp: int
   channels: Sequence[int]
   scales: Sequence[int]
   dtype: Any = jnp.float32
-  use_grouped_conv: Optional[bool] = None
+  conv_impl: str = conv.AUTO
 
   @nn.compact
   def __call__(self, levels: Sequence[jnp.ndarray], train: bool) -> List[jnp.ndarray]:
@@ -107,7 +109,7 @@ class DLAUp(nn.Module):
     count = len(maps)
     outputs = [maps[-1]]
     for i, (features, up_factors) in enumerate(dla_up_stages(self.channels, self.scales)):
-      ida = IDAUp(features, up_factors, self.dtype, self.use_grouped_conv, name=f"ida_{i}")
+      ida = IDAUp(features, up_factors, self.dtype, self.conv_impl, name=f"ida_{i}")
       maps = ida(maps, count - i - 2, count, train)
       outputs.insert(0, maps[-1])
     return outputs

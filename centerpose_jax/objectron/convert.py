@@ -238,7 +238,7 @@ def convert(src, category, split, out, *, source="videos", options: Options = Op
 
   Args:
     src: the local copy of the release (`release` describes its layout).
-    category: an Objectron class (`release.CATEGORIES`).
+    category: an Objectron class (`categories.NAMES`).
     split: "train" or "test".
     out: output folder.
     source: "videos" (annotations + videos) or "records" (records_shuffled).

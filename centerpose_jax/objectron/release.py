@@ -10,17 +10,17 @@
 import pathlib
 from typing import List
 
+from centerpose_jax import categories
 from centerpose_jax import errors
 
-CATEGORIES = ("bike", "book", "bottle", "camera", "cereal_box", "chair", "cup", "laptop", "shoe")
 SPLITS = ("train", "test")
 _INDEX_FOLDERS = ("index", "v1/index")
 _RECORD_FOLDERS = ("v1/records_shuffled", "records_shuffled")
 
 
 def check_category_and_split(category, split):
-  if category not in CATEGORIES:
-    raise errors.CenterPoseError(f"unknown Objectron category {category!r}; expected one of {', '.join(CATEGORIES)}")
+  if category not in categories.NAMES:
+    raise errors.CenterPoseError(f"unknown Objectron category {category!r}; expected one of {', '.join(categories.NAMES)}")
   if split not in SPLITS:
     raise errors.CenterPoseError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
 

@@ -1,5 +1,4 @@
-"""Training: losses, optimizer, precision, the data-parallel step, Orbax checkpoints and the loop.
+"""Training: losses, optimizer, precision, the data-parallel step, state, divergence watch and run reporting.
 
-`loop.train_and_evaluate(config)` is the entry point (train.py); `checkpoint.load_variables(path)` gives the
-weights of any checkpoint to the other tasks.
+train.py's loop is `centerpose_jax.tasks.train.run(config)`; checkpoints are `centerpose_jax.checkpoint`.
 """

@@ -8,40 +8,21 @@ reused for the new state.
 """
 
 import functools
-from typing import Callable, Dict, Mapping, Sequence, Tuple
+from typing import Callable, Dict, Mapping, Tuple
 
 import jax
 import jax.numpy as jnp
 import jmp
-import numpy as np
 import optax
 from jax.sharding import Mesh
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec
 
-from centerpose_jax.inference.decode import decode
+from centerpose_jax import mesh as mesh_lib
 from centerpose_jax.training import losses
 from centerpose_jax.training import precision as precision_lib
 from centerpose_jax.training.state import TrainState
 
-DATA_AXIS = "data"
 Batch = Mapping[str, jax.Array]
 Metrics = Dict[str, jax.Array]
-
-
-def create_mesh(devices: Sequence[jax.Device]) -> Mesh:
-  """A one-axis ("data") mesh over `devices`."""
-  return Mesh(np.asarray(devices), (DATA_AXIS,))
-
-
-def replicated_sharding(mesh: Mesh) -> NamedSharding:
-  """Every device holds the whole array (parameters, optimizer state, metrics)."""
-  return NamedSharding(mesh, PartitionSpec())
-
-
-def batch_sharding(mesh: Mesh) -> NamedSharding:
-  """Leading (batch) axis split over the "data" axis."""
-  return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
 
 
 def train_step(state: TrainState, batch: Batch, *, model, optimizer: optax.GradientTransformation,
@@ -92,35 +73,22 @@ def train_step(state: TrainState, batch: Batch, *, model, optimizer: optax.Gradi
 
 def make_train_step(model, optimizer: optax.GradientTransformation, loss_weights: Mapping[str, float],
                     precision: str, mesh: Mesh) -> Callable[[TrainState, Batch], Tuple[TrainState, Metrics]]:
-  """`train_step` jitted over `mesh`: state replicated and donated, batch sharded along "data"."""
+  """`train_step` jitted over `mesh`: state replicated and donated, batch sharded along "data".
+
+  The returned function runs the step under `jax.transfer_guard("disallow")` (as big_vision's trainer): its
+  arguments must already be on the mesh (`mesh.shard_batch`, `mesh.replicate`), so an implicit host-to-device
+  copy (a numpy batch, a Python scalar) or device-to-host read inside the step raises instead of silently
+  stalling every step. The state passed in is donated: its buffers are invalid after the call.
+  """
   step = functools.partial(train_step, model=model, optimizer=optimizer, loss_weights=dict(loss_weights),
                            precision=precision)
-  replicated = replicated_sharding(mesh)
-  return jax.jit(step, in_shardings=(replicated, batch_sharding(mesh)), out_shardings=(replicated, replicated),
-                 donate_argnums=0)
+  replicated = mesh_lib.replicated_sharding(mesh)
+  jitted = jax.jit(step, in_shardings=(replicated, mesh_lib.batch_sharding(mesh)),
+                   out_shardings=(replicated, replicated), donate_argnums=0)
 
+  def guarded_step(state: TrainState, batch: Batch) -> Tuple[TrainState, Metrics]:
+    with jax.transfer_guard("disallow"):
+      return jitted(state, batch)
 
-def make_predict_step(model, mesh: Mesh, num_select: int) -> Callable[[dict, jax.Array], Dict[str, jax.Array]]:
-  """Jitted inference forward + `inference.decode` over `mesh`, for validation.
-
-  Call with (variables {"params", "batch_stats"} replicated, inputs [B, H, W, 3] sharded along "data");
-  returns the decoder's outputs (output-grid units) replicated on every device, so each process can read all
-  of them.
-  """
-  def predict(variables, inputs):
-    return decode(model.apply(variables, inputs, train=False), num_select=num_select)
-
-  replicated = replicated_sharding(mesh)
-  return jax.jit(predict, in_shardings=(replicated, batch_sharding(mesh)), out_shardings=replicated)
-
-
-def global_batch_from_full_copy(array: np.ndarray, mesh: Mesh) -> jax.Array:
-  """A global array sharded along "data" from a numpy array that every process holds in full."""
-  return jax.make_array_from_callback(array.shape, batch_sharding(mesh), lambda index: array[index])
-
-
-def to_host(tree):
-  """numpy copies of a pytree of replicated arrays (each process reads its own replica; works multi-host)."""
-  return jax.tree_util.tree_map(
-      lambda x: np.array(x.addressable_data(0)) if isinstance(x, jax.Array) else np.array(x), tree)
-
+  guarded_step.lower = jitted.lower  # ahead-of-time compilation (bench/train_step_profile.py)
+  return guarded_step

@@ -13,10 +13,10 @@ import pytest
 from centerpose_jax.convert import pretrained
 from centerpose_jax.convert import pytorch
 from centerpose_jax.models import create_model
-from centerpose_jax.training import checkpoint as checkpoint_lib
-from centerpose_jax.training import loop
+from centerpose_jax import checkpoint as checkpoint_lib
+from centerpose_jax.tasks import train as train_task
+from centerpose_jax.testing.variables import random_variables
 from configs import default
-from helpers import random_variables
 
 torch = pytest.importorskip("torch", reason="torch writes the served .pth (requirements-dev.txt)")
 
@@ -75,10 +75,10 @@ def test_download_once_check_and_load_into_the_backbone(server, tmp_path, monkey
 
   config = default.get_config()  # model.use_pretrained without a path: TAO's DLA34 download
   config.model.use_pretrained = True
-  path = loop.pretrained_backbone_source(config)
+  path = train_task.pretrained_backbone_source(config)
   assert path == tmp_path / "cache" / "dla34-test.pth" and requests == ["/dla34-test.pth"]
   assert pretrained.file_sha256(path) == digest
-  assert loop.pretrained_backbone_source(config) == path and len(requests) == 1  # cached: not downloaded again
+  assert train_task.pretrained_backbone_source(config) == path and len(requests) == 1  # cached: not downloaded again
 
   fresh = random_variables(model, (64, 64), seed=9)
   loaded = pytorch.load_pretrained_backbone(fresh, checkpoint_lib.load_state_dict(path), "DLA34")

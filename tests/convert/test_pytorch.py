@@ -9,7 +9,7 @@ from flax import traverse_util
 
 from centerpose_jax.convert import pytorch
 from centerpose_jax.models import CenterPose
-from tests.models import weight_rule
+from centerpose_jax.testing import weight_rule
 from tools import convert_checkpoint
 
 

@@ -8,9 +8,9 @@ from flax import traverse_util
 from centerpose_jax.convert import pth_reader
 from centerpose_jax.convert import pytorch
 from centerpose_jax.models import create_model
-from centerpose_jax.training import checkpoint as checkpoint_lib
+from centerpose_jax import checkpoint as checkpoint_lib
+from centerpose_jax.testing.variables import random_variables
 from configs import default
-from helpers import random_variables
 from helpers import save_checkpoint
 
 torch = pytest.importorskip("torch", reason="torch writes the .pth files read here (requirements-dev.txt)")

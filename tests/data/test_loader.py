@@ -190,11 +190,11 @@ def test_shard_batch_places_the_batch_on_a_mesh():
   script = textwrap.dedent("""
       import jax, numpy as np
       from jax.sharding import Mesh
-      from centerpose_jax.data import loader
+      from centerpose_jax import mesh as mesh_lib
       mesh = Mesh(np.array(jax.devices()), ("data",))
       batch = {"input": np.arange(8 * 4 * 4 * 3, dtype=np.float32).reshape(8, 4, 4, 3),
                "ind": np.arange(8 * 2, dtype=np.int32).reshape(8, 1, 2), "image_path": ["a"] * 8}
-      placed = loader.shard_batch(batch, mesh)
+      placed = mesh_lib.shard_batch(batch, mesh)
       assert placed["image_path"] == batch["image_path"]
       for key in ("input", "ind"):
         array = placed[key]

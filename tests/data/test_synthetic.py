@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
+from centerpose_jax import categories
 from centerpose_jax import geometry
 from centerpose_jax.data import discovery
 from centerpose_jax.data import synthetic
@@ -22,7 +23,7 @@ WIDTH, HEIGHT = 120, 160
 def frames():
   """Two frames per category (category, image, annotation), small images."""
   result = []
-  for category in synthetic.CATEGORIES:
+  for category in categories.NAMES:
     for index in range(2):
       rng = synthetic.frame_rng(7, "train", index)
       image, annotation = synthetic.render_frame(rng, category, WIDTH, HEIGHT)
@@ -41,7 +42,7 @@ def test_every_category_renders_objects(frames):
     assert image.shape == (HEIGHT, WIDTH, 3) and image.dtype == np.uint8
     assert image.std() > 5, category  # not a blank frame
     assert len(annotation["objects"]) <= 3
-  assert sum(len(annotation["objects"]) for _, _, annotation in frames) >= len(synthetic.CATEGORIES)
+  assert sum(len(annotation["objects"]) for _, _, annotation in frames) >= len(categories.NAMES)
 
 
 def test_layout_has_every_field_of_tao_synthetic_frames(frames, tao_reference):
@@ -142,7 +143,7 @@ def test_frames_are_deterministic_by_seed():
   assert not np.array_equal(image_a, image_c)
 
 
-@pytest.mark.parametrize("category", synthetic.CATEGORIES)
+@pytest.mark.parametrize("category", categories.NAMES)
 def test_labelled_box_is_the_bounding_box_of_the_model(category):
   parts, size = synthetic_shapes.build_model(category, np.random.default_rng(0))
   points = np.concatenate([part.vertices for part in parts])

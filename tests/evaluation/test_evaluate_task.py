@@ -11,7 +11,8 @@ import pytest
 from centerpose_jax.data import loader
 from centerpose_jax.data import synthetic
 from centerpose_jax.evaluation import Evaluator
-from centerpose_jax.evaluation import run
+from centerpose_jax.evaluation import scoring
+from centerpose_jax.tasks import evaluate as evaluate_task
 from centerpose_jax.evaluation.report import format_report
 from centerpose_jax.models import create_model
 from centerpose_jax.training import state as state_lib
@@ -51,7 +52,7 @@ def test_score_batch_gives_full_ap_for_ground_truth_detections(dataset, tmp_path
   frames = 0
   for batch in loader.iterate_eval_batches(source, config.dataset, with_targets=False, shard_index=0,
                                            shard_count=1, workers=0):
-    detections = run.score_batch(evaluator, oracle_decoded(batch, INPUT // 4), batch, config)
+    detections = scoring.score_batch(evaluator, oracle_decoded(batch, INPUT // 4), batch, config)
     assert len(detections) == len(batch["image_path"])
     for weight, annotation, found in zip(batch["sample_weight"], batch["annotation"], detections):
       expected = len(annotation["objects"]) if weight else 0
@@ -68,7 +69,7 @@ def test_evaluate_task_writes_the_report(dataset, tmp_path):
   variables = state_lib.init_variables(create_model(config), jax.random.PRNGKey(0), (1, INPUT, INPUT, 3))
   config.evaluate.checkpoint = str(save_checkpoint(tmp_path / "ckpt", variables))
 
-  results = run.evaluate(config)
+  results = evaluate_task.run(config)
 
   out = tmp_path / "results" / "evaluate"
   assert results["output_dir"] == str(out) and results["frames"] == 5
@@ -100,7 +101,7 @@ def test_labels_without_ar_data_visibility_or_image_size_are_evaluated(dataset, 
   evaluator = Evaluator.from_config(config)
   for batch in loader.iterate_eval_batches(source, config.dataset, with_targets=False, shard_index=0,
                                            shard_count=1, workers=0):
-    run.score_batch(evaluator, oracle_decoded(batch, INPUT // 4), batch, config)
+    scoring.score_batch(evaluator, oracle_decoded(batch, INPUT // 4), batch, config)
   results = evaluator.finalize()
   assert results["scale_sources"] == {"ar_plane": 2, "gt_height": len(labels) - 2}
   assert [row["width"] for row in results["per_image"]] == [120.0] * len(labels)  # the decoded image's size

@@ -1,4 +1,4 @@
-"""Tests of export.py's library side (centerpose_jax/export/task.py) on the real CenterPose network.
+"""Tests of export.py's library side (centerpose_jax/tasks/export.py) on the real CenterPose network.
 
 DLA34 with TAO's structure (all levels, DLAUp/IDAUp, ConvGRU, seven heads, decoder) at a quarter of its
 width, random weights, exported by `run_export` from a checkpoint folder at a non-square 96x128 input.
@@ -14,15 +14,16 @@ import numpy as np
 import onnx
 import pytest
 
-from centerpose_jax.export import onnx as onnx_export
-from centerpose_jax.export import run_export
-from centerpose_jax.export import task
+from centerpose_jax.export import onnx_export
+from centerpose_jax.tasks.export import run as run_export
+from centerpose_jax.tasks import export as task
 from centerpose_jax.inference.predictor import JaxPredictor
 from centerpose_jax.inference.predictor import create_predictor
 from centerpose_jax.models import create_model
-from centerpose_jax.training import checkpoint as checkpoint_lib
+from centerpose_jax import checkpoint as checkpoint_lib
+from centerpose_jax import config as config_lib
+from centerpose_jax.testing.variables import random_variables
 from configs import default
-from helpers import random_variables
 from helpers import save_checkpoint
 
 HEIGHT, WIDTH = 96, 128
@@ -73,14 +74,15 @@ def test_export_has_taos_interface_and_passes_the_checker(exported):
   assert [o.version for o in model.opset_import if o.domain == ""] == [16]
   ops = {node.op_type for node in model.graph.node}
   assert "ConvTranspose" in ops and "TopK" in ops  # the grouped-conv up layers and the decoder are inside
+  assert "Conv" in ops and not ops & {"MatMul", "Einsum"}  # XLA's convolutions, none of the CPU formulations
   assert "BatchNormalization" not in ops  # folded into the convs
 
   metadata = {p.key: p.value for p in model.metadata_props}
   assert metadata["category"] == "shoe" and metadata["backbone"] == "DLA34"
   assert (metadata["input_height"], metadata["input_width"]) == (str(HEIGHT), str(WIDTH))
   assert metadata["channel_order"] == "BGR" and metadata["input_layout"] == "NCHW"
-  assert json.loads(metadata["mean_bgr"]) == list(default.BGR_MEAN)
-  assert json.loads(metadata["std_bgr"]) == list(default.BGR_STD)
+  assert json.loads(metadata["mean_bgr"]) == list(config_lib.BGR_MEAN)
+  assert json.loads(metadata["std_bgr"]) == list(config_lib.BGR_STD)
   assert metadata["checkpoint"].endswith("checkpoint")
   assert metadata["checkpoint_fingerprint"] == checkpoint_lib.fingerprint(variables)
 

@@ -6,6 +6,8 @@ Its input height, width and channels and its block widths all differ, and it run
 NCHW/NHWC confusion cannot hide behind equal sizes.
 """
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -16,13 +18,15 @@ import pytest
 from jax2onnx import to_onnx
 
 from centerpose_jax import encryption
-from centerpose_jax.export import onnx as onnx_export
+from centerpose_jax.export import onnx_export
+from centerpose_jax.models import conv
 from centerpose_jax.models import layers
 from configs import default
 
 HEIGHT, WIDTH, CHANNELS = 64, 96, 3
 BATCH = 3
 NUM_BLOCKS = 8  # the fault needs about 4+ residual blocks with projection shortcuts
+Conv2d = functools.partial(layers.Conv2d, conv_impl=conv.NATIVE)  # exports as ONNX Conv (as CenterPose's export)
 
 
 class ResidualBlock(nn.Module):
@@ -32,12 +36,12 @@ class ResidualBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    y = layers.Conv2d(self.features, 3, self.stride, 1, use_bias=False)(x)
+    y = Conv2d(self.features, 3, self.stride, 1, use_bias=False)(x)
     y = nn.relu(layers.batch_norm(False, jnp.float32, "bn1")(y))
-    y = layers.Conv2d(self.features, 3, 1, 1, use_bias=False)(y)
+    y = Conv2d(self.features, 3, 1, 1, use_bias=False)(y)
     y = layers.batch_norm(False, jnp.float32, "bn2")(y)
     if self.stride != 1 or x.shape[-1] != self.features:
-      x = layers.Conv2d(self.features, 1, self.stride, 0, use_bias=False)(x)
+      x = Conv2d(self.features, 1, self.stride, 0, use_bias=False)(x)
       x = layers.batch_norm(False, jnp.float32, "bn_project")(x)
     return nn.relu(x + y)
 
@@ -47,7 +51,7 @@ class ResNetLike(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    x = layers.Conv2d(8, 3, 1, 1)(x)
+    x = Conv2d(8, 3, 1, 1)(x)
     for i in range(NUM_BLOCKS):
       x = ResidualBlock(8 * 2**(i // 2), 2 if i % 2 else 1)(x)
     return {"features": x, "pooled": jnp.mean(x, axis=(1, 2))}

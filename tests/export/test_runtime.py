@@ -11,8 +11,8 @@ import pytest
 from jax2onnx import to_onnx
 
 from centerpose_jax import encryption
-from centerpose_jax.export.runtime import OUTPUT_NAMES
-from centerpose_jax.export.runtime import OnnxPredictor
+from centerpose_jax.inference.onnx_predictor import OUTPUT_NAMES
+from centerpose_jax.inference.onnx_predictor import OnnxPredictor
 
 HEIGHT, WIDTH = 32, 64
 NUM_SELECT = 5

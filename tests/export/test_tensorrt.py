@@ -11,6 +11,7 @@ import pytest
 from onnx import helper
 
 from centerpose_jax import config as config_lib
+from centerpose_jax import config_validation
 from centerpose_jax.export import tensorrt
 from configs import default
 
@@ -47,7 +48,7 @@ def test_the_command_maps_every_option(tmp_path):
                    timing_cache=str(tmp_path / "timing.cache"), verbose=True, tensorrt__data_type="INT8",
                    tensorrt__workspace_size=2048, tensorrt__min_batch_size=1, tensorrt__opt_batch_size=4,
                    tensorrt__max_batch_size=8, tensorrt__calibration__cal_cache_file=str(cache))
-  assert config_lib.collect_problems(config, "gen_trt_engine") == []
+  assert config_validation.collect_problems(config, "gen_trt_engine") == []
   assert tensorrt.trtexec_command(config) == [
       "trtexec", f"--onnx={onnx_file}", f"--saveEngine={tmp_path / 'model.engine'}", "--device=1",
       "--memPoolSize=workspace:2048", "--minShapes=input:1x3x384x256", "--optShapes=input:4x3x384x256",
@@ -76,7 +77,7 @@ def test_defaults_chain_from_export_and_fixed_batches(tmp_path):
 def test_settings_that_do_not_fit_are_reported(tmp_path):
   config = _config(tmp_path, tensorrt__data_type="INT8", tensorrt__min_batch_size=4, tensorrt__opt_batch_size=2,
                    batch_size=0)
-  problems = config_lib.collect_problems(config, "gen_trt_engine")
+  problems = config_validation.collect_problems(config, "gen_trt_engine")
   assert any(p.startswith("gen_trt_engine.tensorrt.calibration.cal_cache_file: INT8 calibration cache")
              for p in problems)
   assert any("min_batch_size <= opt_batch_size" in p for p in problems)

@@ -1,4 +1,4 @@
-"""infer.py's library side (centerpose_jax/inference/run.py) end to end on the real Objectron frames.
+"""infer.py's library side (centerpose_jax/tasks/infer.py) end to end on the real Objectron frames.
 
 A quarter-width DLA34 with random weights at the scale of a trained net, saved as a checkpoint folder, runs
 at a 128-pixel input over the six real fixture frames (600x800, no JSON beside them, no intrinsics given: the
@@ -15,11 +15,11 @@ import cv2
 import numpy as np
 import pytest
 
-from centerpose_jax.export import run_export
-from centerpose_jax.inference import run
+from centerpose_jax.tasks.export import run as run_export
+from centerpose_jax.tasks import infer as infer_task
 from centerpose_jax.models import create_model
+from centerpose_jax.testing.variables import random_variables
 from configs import default
-from helpers import random_variables
 from helpers import save_checkpoint
 
 INPUT = 128
@@ -84,7 +84,7 @@ def onnx_file(checkpoint, tmp_path_factory):
 
 def _infer(config):
   """(summary, output folder) of `infer(config)`."""
-  summary = run.infer(config)
+  summary = infer_task.run(config)
   return summary, pathlib.Path(summary["output_dir"])
 
 
@@ -284,7 +284,7 @@ def test_infer_on_a_video_with_tracking_writes_tracks_with_raw_and_filtered_pose
 def test_evaluate_with_the_exported_onnx_gives_the_checkpoints_metrics(onnx_file, checkpoint, tmp_path):
   """evaluate.py's `evaluate.onnx_file` path (the same predictor switch as infer.py's) on labelled frames."""
   from centerpose_jax.data import synthetic  # pylint: disable=g-import-not-at-top
-  from centerpose_jax.evaluation import run as evaluation_run  # pylint: disable=g-import-not-at-top
+  from centerpose_jax.tasks import evaluate as evaluate_task  # pylint: disable=g-import-not-at-top
   synthetic.generate_dataset(tmp_path / "data", "chair", num_train=0, num_val=4, seed=5, width=120, height=160)
 
   def evaluate(name, **section):
@@ -293,7 +293,7 @@ def test_evaluate_with_the_exported_onnx_gives_the_checkpoints_metrics(onnx_file
     config.dataset.workers = 0
     config.evaluate.checkpoint = str(checkpoint)
     config.evaluate.update(section)
-    return evaluation_run.evaluate(config)
+    return evaluate_task.run(config)
 
   from_jax, from_onnx = evaluate("jax"), evaluate("onnx", onnx_file=onnx_file)
   assert [row["image_id"] for row in from_onnx["per_image"]] == [row["image_id"] for row in from_jax["per_image"]]

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from centerpose_jax import config as config_lib
+from centerpose_jax import config_validation
 from centerpose_jax import geometry
 from centerpose_jax.inference import pose_filter
 from centerpose_jax.inference import tracking
@@ -129,7 +129,7 @@ def test_infer_config_validation_names_bad_tracking_options():
   config.inference.tracking.keypoint_noise = -1.0
   config.inference.tracking.min_iou = 1.5
   config.inference.tracking.max_age = 0  # allowed: a track is dropped on its first miss
-  problems = "\n".join(config_lib.collect_problems(config, "infer"))
+  problems = "\n".join(config_validation.collect_problems(config, "infer"))
   assert "inference.tracking.min_hits: got 0, expected a positive number" in problems
   assert "inference.tracking.keypoint_noise: got -1.0, expected a positive number" in problems
   assert "inference.tracking.min_iou: got 1.5, expected a number in [0, 1)" in problems

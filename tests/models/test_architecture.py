@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from configs import default
 
-from centerpose_jax.export import run_export
+from centerpose_jax.tasks.export import run as run_export
 from centerpose_jax.inference.predictor import create_predictor
 from centerpose_jax.models import architecture
 from centerpose_jax.models import create_model

@@ -12,10 +12,11 @@ import pytest
 from centerpose_jax.convert import pytorch
 from centerpose_jax.models import CenterPose
 from centerpose_jax.models import HEADS
+from centerpose_jax.models import conv
 from centerpose_jax.models import create_model
 from centerpose_jax.models import heads
 from configs import default
-from tests.models import weight_rule
+from centerpose_jax.testing import weight_rule
 
 TAO_DLA34_PARAMS = 19_840_786  # networks.md section 4, TAO's model.parameters()
 TAO_FAN_SMALL_PARAMS = 33_463_538
@@ -43,10 +44,10 @@ def _forward(model, variables, x):
   return jax.jit(lambda v, inputs: model.apply(v, inputs, train=False))(variables, x)
 
 
-@pytest.mark.parametrize("use_grouped_conv", [False, True], ids=["phases", "grouped"])
-def test_dla34_matches_tao_golden_outputs(networks_dir, dla34_variables, use_grouped_conv):
+@pytest.mark.parametrize("conv_impl", [conv.CPU, conv.NATIVE])
+def test_dla34_matches_tao_golden_outputs(networks_dir, dla34_variables, conv_impl):
   golden = np.load(networks_dir / "golden_DLA34.npz")
-  outputs = _forward(CenterPose(use_grouped_conv=use_grouped_conv), dla34_variables, _nhwc(golden["input"]))
+  outputs = _forward(CenterPose(conv_impl=conv_impl), dla34_variables, _nhwc(golden["input"]))
   assert set(outputs) == set(HEADS)
   for head, channels in HEADS.items():
     assert outputs[head].shape == (1, 32, 32, channels) and outputs[head].dtype == jnp.float32
@@ -109,9 +110,9 @@ def test_create_model_picks_the_backbone_from_the_config():
   assert count == TAO_FAN_SMALL_PARAMS
   config.model.backbone.model_type = "DLA34"
   config.model.backbone.width_multiplier = 0.5
-  dla34 = create_model(config.model, dtype=jnp.bfloat16, use_grouped_conv=True)
-  assert (dla34.model_type, dla34.width_multiplier, dla34.dtype, dla34.use_grouped_conv) == (
-      "DLA34", 0.5, jnp.bfloat16, True)
+  dla34 = create_model(config.model, dtype=jnp.bfloat16, conv_impl=conv.NATIVE)
+  assert (dla34.model_type, dla34.width_multiplier, dla34.dtype, dla34.conv_impl) == (
+      "DLA34", 0.5, jnp.bfloat16, conv.NATIVE)
   config.model.backbone.model_type = "fan_tiny"
   with pytest.raises(ValueError, match="unknown backbone"):
     pytorch.model_variable_shapes(create_model(config))

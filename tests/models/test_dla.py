@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from centerpose_jax.models import conv
 from centerpose_jax.models import dla
 from centerpose_jax.models import layers
 from centerpose_jax.models import neck
@@ -44,8 +45,8 @@ def test_bilinear_kernel_matches_tao_fill_up_weights():
 
 @pytest.mark.parametrize("factor", [2, 4, 8])
 def test_depthwise_upsample_formulations_equal_pytorch_conv_transpose(factor):
-  """Both formulations compute PyTorch's ConvTranspose2d(2f, f, f // 2, groups=C) with a non-symmetric kernel
-  stored unflipped, and have the same gradients."""
+  """Both formulations (CPU phases, XLA's grouped input-dilated conv) compute PyTorch's ConvTranspose2d(2f, f,
+  f // 2, groups=C) with a non-symmetric kernel stored unflipped, and have the same gradients."""
   rng = np.random.default_rng(factor)
   x = rng.standard_normal((2, 3, 5, 4)).astype(np.float32)
   k = 2 * factor
@@ -57,16 +58,16 @@ def test_depthwise_upsample_formulations_equal_pytorch_conv_transpose(factor):
 
   cotangent = rng.standard_normal(expected.shape).astype(np.float32)
   results = {}
-  for grouped in (False, True):
-    layer = layers.DepthwiseUpsample(factor, use_grouped_conv=grouped)
+  for impl in (conv.CPU, conv.NATIVE):
+    layer = layers.DepthwiseUpsample(factor, conv_impl=impl)
     loss = lambda v, inputs, layer=layer: jnp.sum(layer.apply(v, inputs) * cotangent)
     out, grads = jax.jit(lambda v, inputs, layer=layer, loss=loss: (
         layer.apply(v, inputs), jax.grad(loss, argnums=(0, 1))(v, inputs)))(variables, x)
     np.testing.assert_allclose(out, expected, atol=1e-4)
-    results[grouped] = grads
-  np.testing.assert_allclose(results[False][0]["params"]["kernel"], results[True][0]["params"]["kernel"],
+    results[impl] = grads
+  np.testing.assert_allclose(results[conv.CPU][0]["params"]["kernel"], results[conv.NATIVE][0]["params"]["kernel"],
                              atol=1e-4)
-  np.testing.assert_allclose(results[False][1], results[True][1], atol=1e-4)
+  np.testing.assert_allclose(results[conv.CPU][1], results[conv.NATIVE][1], atol=1e-4)
 
 
 def test_depthwise_upsample_initialises_to_bilinear_interpolation():

@@ -14,7 +14,7 @@ from centerpose_jax.convert import pytorch
 from centerpose_jax.models import CenterPose
 from centerpose_jax.models import HEADS
 from centerpose_jax.models import fan
-from tests.models import weight_rule
+from centerpose_jax.testing import weight_rule
 
 ARCHS = ("fan_small", "fan_base", "fan_large")
 # networks.md section 4: TAO's model.parameters() (FAN has no unused parameters) and the `base.*` part.
@@ -59,22 +59,19 @@ def test_matches_tao_golden_outputs(tao_reference, fan_small_variables, arch):
     np.testing.assert_allclose(outputs[head], _nhwc(golden[head]), atol=1e-4, rtol=1e-4, err_msg=head)
 
 
-def test_depthwise_conv_formulations_agree():
-  """The CPU shifted-sum and the grouped (GPU / ONNX export) depthwise convs compute PyTorch's conv."""
-  x = jax.random.normal(jax.random.PRNGKey(0), (2, 6, 10, 5))
+def test_cpu_attention_equals_dot_product_attention_and_its_gradients():
+  q, k, v = (jax.random.normal(key, (2, 40, 4, 16)) * 3 for key in jax.random.split(jax.random.key(0), 3))
+  cotangent = jax.random.normal(jax.random.key(1), q.shape)
 
-  @jax.jit
-  def run():
-    layers = [fan.DepthwiseConv2d(7, use_grouped_conv=grouped) for grouped in (False, True)]
-    variables = layers[0].init(jax.random.key(1, impl="rbg"), x)
-    return [layer.apply(variables, x) for layer in layers], variables["params"]["kernel"]
+  def value_and_grads(attention):
+    out, vjp = jax.vjp(attention, q, k, v)
+    return out, vjp(cotangent)
 
-  (shifted, grouped), kernel = run()
-  np.testing.assert_allclose(shifted, grouped, atol=1e-5)
-  # PyTorch cross-correlation: out[b, y, x, c] = sum_ij in[b, y + i - 3, x + j - 3, c] k[i, j, c].
-  padded = np.pad(np.asarray(x), ((0, 0), (3, 3), (3, 3), (0, 0)))
-  direct = np.einsum("ijc,ijc->c", padded[1, 2:9, 4:11], np.asarray(kernel[:, :, 0]))
-  np.testing.assert_allclose(shifted[1, 2, 4], direct, atol=1e-5)
+  expected, expected_grads = jax.jit(lambda: value_and_grads(jax.nn.dot_product_attention))()
+  out, grads = jax.jit(lambda: value_and_grads(fan.cpu_attention))()
+  np.testing.assert_allclose(out, expected, atol=1e-5)
+  for grad, expected_grad in zip(grads, expected_grads):
+    np.testing.assert_allclose(grad, expected_grad, atol=1e-4)
 
 
 def test_compute_dtype_keeps_float32_params():
@@ -84,17 +81,6 @@ def test_compute_dtype_keeps_float32_params():
   assert {leaf.dtype for leaf in jax.tree.leaves(variables)} == {jnp.dtype(jnp.float32)}
   pyramid = jax.eval_shape(lambda v: model.apply(v, x, train=False), variables)
   assert {p.dtype for p in pyramid} == {jnp.dtype(jnp.bfloat16)}
-
-
-@pytest.mark.parametrize("kernel_size,stride,padding", [(3, 2, 1), (2, 2, 0)])
-def test_matmul_conv2d_matches_xla_convolution(kernel_size, stride, padding):
-  x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 12, 3))
-  layer = fan.MatmulConv2d(4, kernel_size, stride=stride, padding=padding)
-  variables = layer.init(jax.random.key(1, impl="rbg"), x)
-  reference = jax.lax.conv_general_dilated(
-      x, variables["params"]["kernel"], (stride, stride), ((padding, padding),) * 2,
-      dimension_numbers=("NHWC", "HWIO", "NHWC")) + variables["params"]["bias"]
-  np.testing.assert_allclose(layer.apply(variables, x), reference, atol=1e-5)
 
 
 def test_fourier_position_features_follow_rows_then_columns():

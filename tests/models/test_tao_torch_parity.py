@@ -22,8 +22,8 @@ except ImportError:
 # pylint: disable=wrong-import-position
 from centerpose_jax.convert import pytorch
 from centerpose_jax.models import CenterPose
-from tests.models import tao_torch
-from tests.models import weight_rule
+from centerpose_jax.testing import tao_torch
+from centerpose_jax.testing import weight_rule
 
 # arch -> (golden file, atol): the DLA34 512 goldens are float16 (rounding error <= 9.8e-4).
 GOLDENS = {arch: ((f"golden_{arch}.npz", 1e-4),) for arch in ("fan_small", "fan_base", "fan_large")}

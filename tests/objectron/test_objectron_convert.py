@@ -1,5 +1,5 @@
 """tools/convert_objectron.py and centerpose_jax.objectron on an Objectron-layout release built from the real
-bottle annotations (tests/objectron_fixture.py): geometry of every written label, image size and frame choice,
+bottle annotations (centerpose_jax/testing/objectron_release.py): geometry of every written label, image size and frame choice,
 failures, resumption, records_shuffled, NVlabs' manual labels."""
 
 import json
@@ -17,7 +17,7 @@ from centerpose_jax.objectron import frames
 from centerpose_jax.objectron import sequence as sequence_lib
 from tools import convert_objectron
 from tools import validate_dataset
-import objectron_fixture as fixture
+from centerpose_jax.testing import objectron_release as fixture
 
 SMALL = 10  # the fast tests use 144x192 videos (the conversion does not depend on the resolution)
 KEY = frames.sequence_key(fixture.SEQUENCE_ID)

@@ -18,7 +18,7 @@ from centerpose_jax.objectron import extras
 from centerpose_jax.objectron import frames
 from centerpose_jax.objectron import tfrecord
 from centerpose_jax.objectron.proto import example_pb2
-import objectron_fixture as fixture
+from centerpose_jax.testing import objectron_release as fixture
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 PROTO_DIR = REPO / "centerpose_jax" / "objectron" / "proto"

@@ -11,15 +11,15 @@ import json
 import numpy as np
 import pytest
 
-from centerpose_jax import models
 from centerpose_jax.data import loader
 from centerpose_jax.evaluation import Evaluator
-from centerpose_jax.evaluation import run
+from centerpose_jax.evaluation import scoring
+from centerpose_jax.tasks import evaluate as evaluate_task
+from centerpose_jax.models import registry
 from centerpose_jax.objectron import convert
-from centerpose_jax.training import loop
+from centerpose_jax.tasks import train as train_task
 from helpers import oracle_decoded
-import objectron_fixture as fixture
-from training.standin import TinyCenterPose
+from centerpose_jax.testing import objectron_release as fixture
 from training.standin import tiny_config
 
 
@@ -46,7 +46,7 @@ def test_evaluator_scores_the_labels_against_themselves_perfectly(converted):
   evaluator = Evaluator.from_config(config)
   for batch in loader.iterate_eval_batches(source, config.dataset, with_targets=False, shard_index=0,
                                            shard_count=1, workers=0):
-    run.score_batch(evaluator, oracle_decoded(batch, config.dataset.output_res), batch, config)
+    scoring.score_batch(evaluator, oracle_decoded(batch, config.dataset.output_res), batch, config)
   results = evaluator.finalize()
   # PnP on the labelled corners with the labelled intrinsics gives back the labelled boxes, and the ground
   # plane gives back their metric size: only the 16-pixel grid's rounding is left.
@@ -55,16 +55,16 @@ def test_evaluator_scores_the_labels_against_themselves_perfectly(converted):
   assert results["headline"]["2DMPE"] < 0.01
 
 
-def test_trains_one_step_and_evaluates(converted, monkeypatch):
-  monkeypatch.setattr(models, "create_model", lambda config, dtype=None: TinyCenterPose(dtype=dtype))
+def test_trains_one_step_and_evaluates(converted):
   config = _config(converted, "results")
+  config.model.backbone.model_type = registry.TINY
 
-  summary = loop.train_and_evaluate(config)
+  summary = train_task.run(config)
 
   assert summary["steps"] == 1 and np.isfinite(summary["train_loss"])
   assert "val_3DIoU" in summary and summary["checkpoint"]
   config.evaluate.checkpoint = summary["checkpoint"]
-  results = run.evaluate(config)
+  results = evaluate_task.run(config)
   assert results["frames"] == 8
   metrics = json.loads((converted / "results" / "evaluate" / "metrics.json").read_text())
   assert set(metrics["headline"]) >= {"3DIoU_AP@0.5", "2DMPE"}

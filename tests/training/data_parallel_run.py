@@ -12,12 +12,12 @@ import jax
 import numpy as np
 from configs import default
 
-from centerpose_jax.data import loader
+from centerpose_jax import mesh as mesh_lib
 from centerpose_jax.training import losses
 from centerpose_jax.training import optim
 from centerpose_jax.training import state as state_lib
 from centerpose_jax.training import step as step_lib
-from standin import TinyCenterPose
+from centerpose_jax.models.tiny import TinyCenterPose
 from standin import numpy_variables
 from standin import random_batch
 
@@ -27,14 +27,14 @@ SIZE = 32
 
 
 def train(devices, batches, model, variables, config):
-  mesh = step_lib.create_mesh(devices)
+  mesh = mesh_lib.create_mesh(devices)
   optimizer = optim.create_optimizer(config.train, batches_per_epoch=len(batches))
   weights = losses.loss_weights(config.train.loss_config)
   state = state_lib.create_train_state(variables, optimizer, jax.random.PRNGKey(7), config.train.precision,
-                                       step_lib.replicated_sharding(mesh))
+                                       mesh_lib.replicated_sharding(mesh))
   train_step = step_lib.make_train_step(model, optimizer, weights, config.train.precision, mesh)
   for batch in batches:
-    state, _ = train_step(state, loader.shard_batch(batch, mesh))
+    state, _ = train_step(state, mesh_lib.shard_batch(batch, mesh))
   return jax.device_get(state.variables())
 
 

@@ -1,9 +1,10 @@
-"""Runs `train_and_evaluate` with the stand-in model, as the training tests' subprocess command.
+"""Runs train.py's task (`tasks.train.run`) on the test network, as the training tests' subprocess command.
 
   python loop_run.py DATA_DIR RESULTS_DIR [TRAIN_OVERRIDES_JSON [DATASET_OVERRIDES_JSON]]
 
-The model is `standin.TinyCenterPose` (compiles in seconds) instead of `create_model`'s network; everything
-else (loader, loss, optimizer, checkpoints, validation) is the real code. With the environment variable
+The config selects the test network (`models.registry.TINY`: `models.tiny.TinyCenterPose`, compiles in seconds);
+everything else (loader, loss, optimizer, checkpoints, validation) is the real code, wired by
+`training.setup.setup`, whose step this script wraps. With the environment variable
 KILL_AT_STEP=N the process sends itself SIGKILL right after dispatching its N-th training step, once the
 checkpoints started so far are on disk (an abrupt stop: no cleanup, no final checkpoint; a kill during a
 save is tests/training/test_checkpoint.py's case). With NAN_AT_STEP=N the N-th batch's input is NaN (a
@@ -19,11 +20,10 @@ import time
 
 import jax.numpy as jnp
 
-from centerpose_jax import models
-from centerpose_jax.training import checkpoint
-from centerpose_jax.training import loop
-from centerpose_jax.training import step as step_lib
-from standin import TinyCenterPose
+from centerpose_jax import checkpoint
+from centerpose_jax.models import registry
+from centerpose_jax.tasks import train as train_task
+from centerpose_jax.training import setup
 from standin import tiny_config
 
 
@@ -34,26 +34,23 @@ def _wait_for_saves(train_dir, timeout_s=120.0):
     time.sleep(0.05)
 
 
-def _instrumented(make_train_step, kill_at: int, nan_at: int, grow_from: int, train_dir):
-  """`make_train_step` whose steps kill the process after step `kill_at` / get a NaN input at `nan_at` /
-  a loss reported 1e3 times larger from `grow_from` on."""
-  def make(*args, **kwargs):
-    train_step = make_train_step(*args, **kwargs)
-    calls = []
+def _instrumented(train_step, kill_at: int, nan_at: int, grow_from: int, train_dir):
+  """`train_step` that kills the process after step `kill_at` / gets a NaN input at `nan_at` / reports a loss
+  1e3 times larger from `grow_from` on."""
+  calls = []
 
-    def instrumented(state, batch):
-      calls.append(1)
-      if len(calls) == nan_at:
-        batch = dict(batch, input=jnp.full_like(batch["input"], jnp.nan))
-      result = train_step(state, batch)
-      if grow_from and len(calls) >= grow_from:
-        result = (result[0], dict(result[1], loss=result[1]["loss"] * 1e3))
-      if len(calls) == kill_at:
-        _wait_for_saves(train_dir)
-        os.kill(os.getpid(), signal.SIGKILL)
-      return result
-    return instrumented
-  return make
+  def instrumented(state, batch):
+    calls.append(1)
+    if len(calls) == nan_at:
+      batch = dict(batch, input=jnp.full_like(batch["input"], jnp.nan))
+    result = train_step(state, batch)
+    if grow_from and len(calls) >= grow_from:
+      result = (result[0], dict(result[1], loss=result[1]["loss"] * 1e3))
+    if len(calls) == kill_at:
+      _wait_for_saves(train_dir)
+      os.kill(os.getpid(), signal.SIGKILL)
+    return result
+  return instrumented
 
 
 def main():
@@ -62,11 +59,12 @@ def main():
   config = tiny_config(data_dir, results_dir, **overrides)
   for name, value in (json.loads(sys.argv[4]) if len(sys.argv) > 4 else {}).items():
     config.dataset[name] = value
-  models.create_model = lambda config, dtype=None: TinyCenterPose(dtype=dtype)
-  step_lib.make_train_step = _instrumented(step_lib.make_train_step, int(os.environ.get("KILL_AT_STEP", 0)),
-                                           int(os.environ.get("NAN_AT_STEP", 0)),
-                                           int(os.environ.get("GROW_FROM_STEP", 0)), checkpoint.train_dir(config))
-  summary = loop.train_and_evaluate(config)
+  config.model.backbone.model_type = registry.TINY
+  parts = setup.setup(config, seed=int(config.train.seed))
+  parts.train_step = _instrumented(parts.train_step, int(os.environ.get("KILL_AT_STEP", 0)),
+                                   int(os.environ.get("NAN_AT_STEP", 0)), int(os.environ.get("GROW_FROM_STEP", 0)),
+                                   checkpoint.train_dir(config))
+  summary = train_task.run(config, parts=parts)
   print(json.dumps(summary, default=str))
 
 

@@ -1,47 +1,19 @@
-"""Small stand-ins for the training tests: a tiny CenterPose-shaped linen model and random valid batches.
+"""Small stand-ins for the training tests: numpy variables, random valid batches and a minute-run config.
 
-The model has the real interface (`__call__(x, train)`, BatchNorm statistics, a dropout rng, the seven heads
-at stride 4 with TAO's -2.19 heatmap bias) but only a few thousand parameters, so steps compile and run in
-well under a second on a CPU.
+The tiny model itself is the package's test network (`centerpose_jax.models.tiny.TinyCenterPose`, selected in a
+config by `model.backbone.model_type = models.registry.TINY`).
 """
 
 import pathlib
-from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-HEAD_CHANNELS = (("hm", 1), ("wh", 2), ("hps", 16), ("reg", 2), ("hm_hp", 8), ("hp_offset", 2), ("scale", 3))
+from centerpose_jax.models import heads
+
+HEAD_CHANNELS = tuple(heads.HEADS.items())
 NUM_JOINTS = 8
-
-
-class TinyCenterPose(nn.Module):
-  """Two stride-2 convs (BatchNorm, dropout) then one 1x1 conv per head; outputs float32 [B, H/4, W/4, C].
-
-  `batch_norm=False` gives a model whose samples do not interact (for gradient-accumulation equivalence).
-  """
-  width: int = 8
-  dropout_rate: float = 0.1
-  batch_norm: bool = True
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x, train: bool = False):
-    # No bias before BatchNorm (as the real nets): its gradient is zero up to rounding, which Adam would
-    # amplify into lr-sized steps of arbitrary sign.
-    x = nn.Conv(self.width, (3, 3), strides=(2, 2), use_bias=not self.batch_norm, dtype=self.dtype)(x)
-    if self.batch_norm:
-      x = nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)(x)
-    x = nn.relu(x)
-    x = nn.Conv(self.width, (3, 3), strides=(2, 2), dtype=self.dtype)(x)
-    x = nn.Dropout(self.dropout_rate, deterministic=not train)(nn.relu(x))
-    heads = {}
-    for name, channels in HEAD_CHANNELS:
-      bias = nn.initializers.constant(-2.19) if name.startswith("hm") else nn.initializers.zeros
-      heads[name] = nn.Conv(channels, (1, 1), bias_init=bias, dtype=self.dtype, name=name)(x).astype(jnp.float32)
-    return heads
 
 
 def numpy_variables(model, input_shape, seed: int = 0) -> dict:

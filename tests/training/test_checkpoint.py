@@ -15,13 +15,13 @@ import orbax.checkpoint as ocp
 import pytest
 from configs import default
 
+from centerpose_jax import mesh as mesh_lib
 from centerpose_jax import encryption
 from centerpose_jax.models import architecture
-from centerpose_jax.training import checkpoint
+from centerpose_jax import checkpoint
 from centerpose_jax.training import optim
 from centerpose_jax.training import state as state_lib
-from centerpose_jax.training import step as step_lib
-from standin import TinyCenterPose
+from centerpose_jax.models.tiny import TinyCenterPose
 from standin import numpy_variables
 from tools import checkpoint_info
 
@@ -34,9 +34,9 @@ def _state(seed=0, precision="fp16"):
   variables = numpy_variables(model, (1, 32, 32, 3), seed=seed)
   variables["batch_stats"] = jax.tree_util.tree_map(lambda x: x + 0.5, variables["batch_stats"])
   optimizer = optim.create_optimizer(default.get_config().train, batches_per_epoch=4)
-  mesh = step_lib.create_mesh(jax.devices()[:1])
+  mesh = mesh_lib.create_mesh(jax.devices()[:1])
   state = state_lib.create_train_state(variables, optimizer, jax.random.PRNGKey(3), precision,
-                                       step_lib.replicated_sharding(mesh))
+                                       mesh_lib.replicated_sharding(mesh))
   # Non-trivial values everywhere: step, optimizer moments, loss-scale counter.
   return state.replace(step=jnp.asarray(8, jnp.int32),
                        opt_state=jax.tree_util.tree_map(lambda x: x + 1, state.opt_state),
@@ -156,7 +156,7 @@ _SAVE_THEN_DIE = textwrap.dedent("""
     import os, signal, sys
     import jax.numpy as jnp
     from orbax.checkpoint._src.path import atomicity
-    from centerpose_jax.training import checkpoint
+    from centerpose_jax import checkpoint
     from centerpose_jax.training.state import TrainState
     def state(step):
       return TrainState(step=jnp.asarray(step, jnp.int32), params={"w": jnp.full([64, 64], float(step))},

@@ -11,14 +11,14 @@ import jax
 import numpy as np
 import pytest
 
-from centerpose_jax import config as config_lib
+from centerpose_jax import config_validation
 from centerpose_jax.data import synthetic
-from centerpose_jax.evaluation import run as evaluation_run
-from centerpose_jax.export import run_export
-from centerpose_jax.inference import run as inference_run
-from centerpose_jax.training import checkpoint
-from centerpose_jax.training import logging as log_lib
-from centerpose_jax.training import loop
+from centerpose_jax.tasks import evaluate as evaluate_task
+from centerpose_jax.tasks.export import run as run_export
+from centerpose_jax.tasks import infer as infer_task
+from centerpose_jax import checkpoint
+from centerpose_jax.training import reporting
+from centerpose_jax.tasks import train as train_task
 from standin import tiny_config
 
 INPUT_SIZE, OUTPUT_SIZE = (256, 384), (64, 96)  # (width, height) pixels
@@ -33,8 +33,8 @@ def one_step(tmp_path_factory):
                              height=FRAME_H, max_objects=2)
   config = tiny_config(root / "data", root / "results", num_epochs=1, checkpoint_interval=1, validation_interval=1)
   config.dataset.input_res, config.dataset.output_res = INPUT_SIZE, OUTPUT_SIZE
-  config_lib.validate(config, "train")
-  return config, loop.train_and_evaluate(config)
+  config_validation.validate(config, "train")
+  return config, train_task.run(config)
 
 
 def test_train_and_evaluate_one_step(one_step):
@@ -52,8 +52,8 @@ def test_train_and_evaluate_one_step(one_step):
   variables = checkpoint.load_variables(train_dir)
   assert all(leaf.dtype == np.float32 for leaf in jax.tree_util.tree_leaves(variables["params"]))
   # Feedback: TensorBoard events and TAO's status lines with the KPIs.
-  assert list((train_dir / log_lib.TENSORBOARD_SUBDIR).glob("events.out.tfevents.*"))
-  records = log_lib.read_status(train_dir)
+  assert list((train_dir / reporting.TENSORBOARD_SUBDIR).glob("events.out.tfevents.*"))
+  records = reporting.read_status(train_dir)
   assert [r["status"] for r in records] == ["STARTED", "RUNNING", "SUCCESS"]
   assert set(records[-1]["kpi"]) == {"train_loss", "val_3DIoU", "val_2DMPE"}
 
@@ -73,18 +73,18 @@ def test_then_infer_export_and_evaluate_at_the_same_non_square_input(one_step, t
   config.export.onnx_file = str(tmp_path / "centerpose_256x384.onnx")
   config.inference.visualization_threshold = 0.0  # an untrained net scores low: keep its top detections
   for task in ("evaluate", "infer", "export"):
-    assert config_lib.collect_problems(config, task) == [], task
+    assert config_validation.collect_problems(config, task) == [], task
 
   exported = run_export(config)  # compares the written file with JAX (decoder outputs) on a batch of inputs
   assert max(exported.errors.values()) <= 1e-4, exported.errors  # JAX equals the ONNX at 256x384
   # The JAX predictor at this input already ran in training's validation; infer and evaluate use the ONNX.
   config.inference.onnx_file = config.evaluate.onnx_file = config.export.onnx_file
-  inferred = inference_run.infer(config)
+  inferred = infer_task.run(config)
   assert inferred["images"] == 2 and inferred["cameras"] == {"image JSON": 2}  # the labels' cameras
   records = _records(inferred["output_dir"])
   assert len(records) == 2 and inferred["detections"] > 0
   for record in records.values():
     assert all(np.isfinite(obj["keypoints_2d"]).all() for obj in record["objects"])
 
-  evaluated = evaluation_run.evaluate(config)
+  evaluated = evaluate_task.run(config)
   assert evaluated["frames"] == 2 and [row["width"] for row in evaluated["per_image"]] == [float(FRAME_W)] * 2

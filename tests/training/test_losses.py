@@ -1,5 +1,7 @@
 """The CenterPose loss against a plain numpy transcription of TAO's ObjectPoseLoss (spec §3)."""
 
+import os
+
 import jax
 import numpy as np
 import pytest
@@ -164,3 +166,26 @@ def test_the_dataset_copies_of_the_flags_take_effect():
   assert weights["hm_hp"] == 0.0 and weights["reg"] == 0.0
   assert {name: w for name, w in weights.items() if name not in ("hm_hp", "reg")} == {
       name: w for name, w in WEIGHTS.items() if name not in ("hm_hp", "reg")}
+
+
+def test_pytorch_loss_of_the_benchmark_equals_ours():
+  """bench/versus_pytorch.py trains PyTorch with `tao_torch.centerpose_loss`: same value and head gradients."""
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+    from centerpose_jax.testing import tao_torch  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    if os.environ.get("CI", "").lower() == "true":
+      raise
+    pytest.skip("torch is not installed (pip install -r requirements-dev.txt)")
+  rng = np.random.default_rng(4)
+  batch = random_batch(rng, batch=3, symmetry=2, size=32, invalid_copies=[(1, 0), (2, 0), (2, 1)])
+  batch["sample_weight"] = np.asarray((1.0, 0.5, 2.0), np.float32)
+  heads = _random_heads(rng, 3, 32)
+  total, grads = jax.value_and_grad(lambda h: losses.compute_loss(h, batch, WEIGHTS)[0])(heads)
+  torch_heads = {name: torch.tensor(value.transpose(0, 3, 1, 2), requires_grad=True) for name, value in heads.items()}
+  torch_total = tao_torch.centerpose_loss(torch_heads, {k: torch.from_numpy(v) for k, v in batch.items()}, WEIGHTS)
+  torch_total.backward()
+  np.testing.assert_allclose(torch_total.item(), float(total), rtol=1e-5)
+  for name, value in torch_heads.items():
+    np.testing.assert_allclose(value.grad.numpy().transpose(0, 2, 3, 1), np.asarray(grads[name]), rtol=1e-4,
+                               atol=1e-7, err_msg=name)

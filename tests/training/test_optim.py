@@ -7,12 +7,12 @@ import optax
 import pytest
 from configs import default
 
-from centerpose_jax.data import loader
+from centerpose_jax import mesh as mesh_lib
 from centerpose_jax.training import losses
 from centerpose_jax.training import optim
 from centerpose_jax.training import state as state_lib
 from centerpose_jax.training import step as step_lib
-from standin import TinyCenterPose
+from centerpose_jax.models.tiny import TinyCenterPose
 from standin import numpy_variables
 from standin import random_batch
 
@@ -81,17 +81,17 @@ def test_accumulated_half_batches_equal_one_full_batch():
   model = TinyCenterPose(batch_norm=False, dropout_rate=0.0)
   batch = random_batch(np.random.default_rng(0), batch=4, symmetry=2, size=32)
   weights = losses.loss_weights(default.get_config().train.loss_config)
-  mesh = step_lib.create_mesh(jax.devices()[:1])
+  mesh = mesh_lib.create_mesh(jax.devices()[:1])
   variables = numpy_variables(model, (1, 32, 32, 3))
   results = {}
   for accumulation, batches in ((1, [batch]), (2, [{k: v[:2] for k, v in batch.items()},
                                                    {k: v[2:] for k, v in batch.items()}])):
     optimizer = optim.create_optimizer(_train_config(lr=1e-2, clip=0.5, accumulation=accumulation), 10)
     state = state_lib.create_train_state(variables, optimizer, jax.random.PRNGKey(1), "fp32",
-                                         step_lib.replicated_sharding(mesh))
+                                         mesh_lib.replicated_sharding(mesh))
     train_step = step_lib.make_train_step(model, optimizer, weights, "fp32", mesh)
     for micro_batch in batches:
-      state, _ = train_step(state, loader.shard_batch(micro_batch, mesh))
+      state, _ = train_step(state, mesh_lib.shard_batch(micro_batch, mesh))
     results[accumulation] = jax.device_get(state.params)
   changed = jax.tree_util.tree_map(lambda a, b: np.abs(a - b).max(), results[1], variables["params"])
   assert max(jax.tree_util.tree_leaves(changed)) > 1e-3  # the update happened

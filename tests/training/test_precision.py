@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 from configs import default
 
-from centerpose_jax.data import loader
+from centerpose_jax import mesh as mesh_lib
 from centerpose_jax.training import losses
 from centerpose_jax.training import optim
 from centerpose_jax.training import precision as precision_lib
 from centerpose_jax.training import state as state_lib
 from centerpose_jax.training import step as step_lib
-from standin import TinyCenterPose
+from centerpose_jax.models.tiny import TinyCenterPose
 from standin import numpy_variables
 from standin import random_batch
 
@@ -20,10 +20,10 @@ from standin import random_batch
 def _setup(precision):
   config = default.get_config()
   model = TinyCenterPose(dtype=precision_lib.compute_dtype(precision))
-  mesh = step_lib.create_mesh(jax.devices()[:1])
+  mesh = mesh_lib.create_mesh(jax.devices()[:1])
   optimizer = optim.create_optimizer(config.train, batches_per_epoch=10)
   state = state_lib.create_train_state(numpy_variables(model, (1, 32, 32, 3)), optimizer, jax.random.PRNGKey(0),
-                                       precision, step_lib.replicated_sharding(mesh))
+                                       precision, mesh_lib.replicated_sharding(mesh))
   train_step = step_lib.make_train_step(model, optimizer, losses.loss_weights(config.train.loss_config),
                                         precision, mesh)
   return state, train_step, mesh
@@ -40,13 +40,13 @@ def test_fp16_skips_a_step_with_non_finite_gradients_and_halves_the_scale():
   bad = dict(good, input=good["input"].copy())
   bad["input"][0, 3, 3, 0] = np.inf
 
-  state, metrics = train_step(state, loader.shard_batch(good, mesh))
+  state, metrics = train_step(state, mesh_lib.shard_batch(good, mesh))
   assert bool(metrics["grads_finite"]) and int(state.skipped_steps) == 0
   assert float(state.loss_scale["scale"]) == precision_lib.INITIAL_FP16_SCALE
   assert int(state.loss_scale["counter"]) == 1
   before = _host(state)
 
-  state, metrics = train_step(state, loader.shard_batch(bad, mesh))
+  state, metrics = train_step(state, mesh_lib.shard_batch(bad, mesh))
   assert not bool(metrics["grads_finite"])
   after = _host(state)
   for name in ("params", "batch_stats", "opt_state"):  # the update was skipped, bit for bit
@@ -55,7 +55,7 @@ def test_fp16_skips_a_step_with_non_finite_gradients_and_halves_the_scale():
   assert float(after.loss_scale["scale"]) == precision_lib.INITIAL_FP16_SCALE / 2
   assert int(after.loss_scale["counter"]) == 0
 
-  state, metrics = train_step(state, loader.shard_batch(good, mesh))
+  state, metrics = train_step(state, mesh_lib.shard_batch(good, mesh))
   assert bool(metrics["grads_finite"]) and int(state.skipped_steps) == 1
   # The model computed in float16; parameters and optimizer state stay float32.
   for leaf in jax.tree_util.tree_leaves((state.params, state.batch_stats, state.opt_state)):

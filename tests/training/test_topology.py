@@ -7,7 +7,7 @@ import pathlib
 import subprocess
 import sys
 
-from centerpose_jax.training import checkpoint
+from centerpose_jax import checkpoint
 from tools import checkpoint_info
 
 HERE = pathlib.Path(__file__).resolve().parent

@@ -20,7 +20,8 @@ import pytest
 from tensorboardX.proto import event_pb2
 
 from centerpose_jax.data import synthetic
-from centerpose_jax.training import logging as log_lib
+from centerpose_jax.models import registry
+from centerpose_jax.training import reporting
 from tools import checkpoint_info
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -79,15 +80,16 @@ def test_sigkill_in_the_middle_then_same_command_gives_identical_weights(workspa
                         env=dict(os.environ, JAX_PLATFORMS="cpu"))
   lines = dict(line.split(": ", 1) for line in tool.stdout.strip().splitlines())
   assert lines["step"] == "12" and lines["epoch"] == "3"
-  assert lines["model"].startswith("DLA34 (width_multiplier 0.125, head_conv 32, ")  # recorded in the meta
+  # recorded in the meta: the configured network (loop_run.py selects the test network by config)
+  assert lines["model"].startswith(f"{registry.TINY} (width_multiplier 0.125, head_conv 32, ")
   assert re.fullmatch(r"[0-9a-f]{64}", lines["fingerprint"])
   assert lines["fingerprint"] == uninterrupted["fingerprint"]
   assert int(lines["parameters"]) > 0
 
   # status.json of the resumed run: started, interrupted (no SUCCESS), restarted, finished with KPIs.
-  statuses = [record["status"] for record in log_lib.read_status(train_dir)]
+  statuses = [record["status"] for record in reporting.read_status(train_dir)]
   assert statuses[0] == "STARTED" and statuses[-1] == "SUCCESS" and statuses.count("SUCCESS") == 1
-  final = log_lib.read_status(train_dir)[-1]
+  final = reporting.read_status(train_dir)[-1]
   assert set(final["kpi"]) == {"train_loss", "val_3DIoU", "val_2DMPE"}
 
 
@@ -104,7 +106,7 @@ def test_non_finite_fp32_loss_stops_the_run_keeping_the_last_good_checkpoint(wor
   assert "TrainingDivergedError" in result.stderr and "the training loss is nan at step 6" in result.stderr
   train_dir = workspace / "diverged" / "train"
   assert sorted(p.name for p in train_dir.iterdir() if p.name.isdigit()) == ["4"]
-  final = log_lib.read_status(train_dir)[-1]
+  final = reporting.read_status(train_dir)[-1]
   assert final["status"] == "FAILURE" and "loss is nan" in final["message"]
 
 
@@ -121,7 +123,7 @@ def test_dry_run_from_another_runs_checkpoint_saves_nothing(workspace, uninterru
   assert "checkpoint" not in summary and "val_3DIoU" in summary
   train_dir = workspace / f"dry_{source}" / "train"
   assert not train_dir.exists() or not any(p.name.isdigit() for p in train_dir.iterdir())
-  assert log_lib.read_status(train_dir) == []
+  assert reporting.read_status(train_dir) == []
 
 
 def _largest_file(folder):
@@ -191,12 +193,12 @@ def test_diverging_loss_warns_or_stops_keeping_the_last_good_checkpoint(workspac
     assert f"since step 6 (train.divergence_factor, train.divergence_steps): stopped without saving (the last " \
            f"checkpoint written before the loss began to grow is {train_dir}/4)" in result.stderr
     assert sorted(p.name for p in train_dir.iterdir() if p.name.isdigit()) == ["4"]
-    final = log_lib.read_status(train_dir)[-1]
+    final = reporting.read_status(train_dir)[-1]
     assert final["status"] == "FAILURE" and final["message"].startswith(expected)
   else:
     summary = _summary(result)
     assert summary["diverged_at"] == [7] and summary["steps"] == 8
-    warnings = [r for r in log_lib.read_status(train_dir) if r["verbosity"] == "WARNING"]
+    warnings = [r for r in reporting.read_status(train_dir) if r["verbosity"] == "WARNING"]
     assert len(warnings) == 1 and warnings[0]["message"].startswith(expected + "")
     assert "at step 7" in warnings[0]["message"] and "training goes on" in warnings[0]["message"]
 
@@ -217,5 +219,5 @@ def test_skipped_and_unreadable_counts_reach_summary_status_and_tensorboard(work
   assert (summary["skipped_samples"], summary["unreadable_samples"]) == (1, 0)
   train_dir = workspace / "skipping" / "train"
   assert all(record["data"] == {"skipped_samples": 1, "unreadable_samples": 0}
-             for record in log_lib.read_status(train_dir))
+             for record in reporting.read_status(train_dir))
   assert _tensorboard_scalars(train_dir)["data/skipped_samples"] == [(4, 1.0)]

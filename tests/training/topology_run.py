@@ -15,13 +15,13 @@ import jax
 import numpy as np
 from configs import default
 
-from centerpose_jax.data import loader
-from centerpose_jax.training import checkpoint
+from centerpose_jax import mesh as mesh_lib
+from centerpose_jax import checkpoint
 from centerpose_jax.training import losses
 from centerpose_jax.training import optim
 from centerpose_jax.training import state as state_lib
 from centerpose_jax.training import step as step_lib
-from standin import TinyCenterPose
+from centerpose_jax.models.tiny import TinyCenterPose
 from standin import numpy_variables
 from standin import random_batch
 from tools import checkpoint_info
@@ -38,11 +38,11 @@ class Run:
     self.config = default.get_config()
     self.config.train.optim.lr = 1e-3
     self.model = TinyCenterPose(dropout_rate=0.2)
-    self.mesh = step_lib.create_mesh(devices)
+    self.mesh = mesh_lib.create_mesh(devices)
     self.optimizer = optim.create_optimizer(self.config.train, batches_per_epoch=STEPS_BEFORE + STEPS_AFTER)
     self.step = step_lib.make_train_step(self.model, self.optimizer, losses.loss_weights(self.config.train.loss_config),
                                          "fp32", self.mesh)
-    self.sharding = step_lib.replicated_sharding(self.mesh)
+    self.sharding = mesh_lib.replicated_sharding(self.mesh)
 
   def new_state(self):
     variables = numpy_variables(self.model, (1, SIZE, SIZE, 3))
@@ -54,7 +54,7 @@ class Run:
 
   def train(self, state, batches):
     for batch in batches:
-      state, _ = self.step(state, loader.shard_batch(batch, self.mesh))
+      state, _ = self.step(state, mesh_lib.shard_batch(batch, self.mesh))
     return state
 
 

@@ -1,19 +1,13 @@
-"""evaluate.py's library side, and the per-batch scoring that training's validation shares with it.
-
-`evaluate(config)` runs the model (a checkpoint, or `evaluate.onnx_file` through onnxruntime) over
-`dataset.test_data` (else `dataset.val_data`), scores every frame with the Objectron `Evaluator` and writes
-`metrics.json`, `report.txt`, `per_image.csv` and the AP plots to `evaluate.results_dir`
-(default `results_dir/evaluate`).
+"""Scoring of evaluation batches: one batch's decoded outputs post-processed (image pixels, soft-NMS, PnP) and each
+real frame added to an Objectron `Evaluator`. Shared by evaluate.py (`tasks/evaluate.py`) and training's
+validation (`tasks/train.py`).
 """
 
-import time
 from typing import Dict, List
 
 import numpy as np
-import tqdm
 
 from centerpose_jax import config as config_lib
-from centerpose_jax.data import loader
 from centerpose_jax.evaluation.evaluator import Evaluator
 from centerpose_jax.inference.postprocess import postprocess_detections
 
@@ -53,35 +47,3 @@ def score_batch(evaluator: Evaluator, decoded: Dict[str, np.ndarray], batch: dic
     evaluator.add_frame(predictions, batch["annotation"][i], image_id=batch["image_path"][i], **size)
     per_sample.append(detections)
   return per_sample
-
-
-def evaluate(config) -> dict:
-  """Evaluates the configured model on the test (or validation) data; prints and writes the report.
-
-  Returns:
-    The evaluator's results (`Evaluator.finalize`) plus `output_dir`, `frames` and `seconds`.
-  """
-  # Imported here: the report pulls in matplotlib and the predictor jax/onnxruntime, which the validation
-  # path (score_batch) does not need.
-  from centerpose_jax.evaluation import report  # pylint: disable=g-import-not-at-top
-  from centerpose_jax.inference.predictor import create_predictor  # pylint: disable=g-import-not-at-top
-
-  data_path = config.dataset.test_data or config.dataset.val_data
-  source = loader.check_dataset(loader.open_source(data_path), config.dataset, needs_evaluation=True).source
-  predict = create_predictor(config, "evaluate")
-  evaluator = Evaluator.from_config(config)
-  batch_size = int(config.dataset.batch_size)
-  start = time.perf_counter()
-  batches = loader.iterate_eval_batches(source, config.dataset, batch_size=batch_size, with_targets=False,
-                                        shard_index=0, shard_count=1)
-  with tqdm.tqdm(total=len(source), unit="img", desc="evaluate") as bar:
-    for batch in batches:
-      score_batch(evaluator, predict(batch["input"]), batch, config)
-      bar.update(int(np.count_nonzero(batch["sample_weight"])))
-  results = evaluator.finalize()
-  out = config_lib.task_results_dir(config, "evaluate")
-  report.write_report(results, out)
-  print(report.format_report(results))
-  seconds = time.perf_counter() - start
-  print(f"evaluated {len(source)} images of {data_path} in {seconds:.1f} s -> {out}")
-  return dict(results, output_dir=str(out), frames=len(source), seconds=seconds)

@@ -1,4 +1,4 @@
-"""The training loop: `train_and_evaluate(config)`, called by train.py after the config has been validated.
+"""train.py's task, the training loop: `run(config)`, called by train.py after the config has been validated.
 
   check every label and image of train_data / val_data (stop with the list, or skip with dataset.skip_invalid)
   state <- newest readable checkpoint in the training folder (damaged ones set aside as <step>.damaged)
@@ -30,25 +30,22 @@ import jax
 import numpy as np
 import tqdm
 
-from centerpose_jax import config as config_lib
+from centerpose_jax import checkpoint as checkpoint_lib
 from centerpose_jax import errors
-from centerpose_jax import models
+from centerpose_jax import mesh as mesh_lib
 from centerpose_jax.convert import pretrained
 from centerpose_jax.convert import pytorch
 from centerpose_jax.data import loader
 from centerpose_jax.evaluation import Evaluator
-from centerpose_jax.evaluation import run as evaluation_run
+from centerpose_jax.evaluation.scoring import score_batch
 from centerpose_jax.inference import draw_detections
+from centerpose_jax.inference.predictor import JaxPredictor
 from centerpose_jax.models import architecture as architecture_lib
-from centerpose_jax.training import checkpoint as checkpoint_lib
 from centerpose_jax.training import distributed
 from centerpose_jax.training import divergence as divergence_lib
-from centerpose_jax.training import logging as log_lib
-from centerpose_jax.training import losses
-from centerpose_jax.training import optim
-from centerpose_jax.training import precision as precision_lib
+from centerpose_jax.training import reporting
+from centerpose_jax.training import setup as setup_lib
 from centerpose_jax.training import state as state_lib
-from centerpose_jax.training import step as step_lib
 
 VALIDATION_IMAGES = 4  # validation frames drawn into TensorBoard
 
@@ -56,13 +53,6 @@ VALIDATION_IMAGES = 4  # validation frames drawn into TensorBoard
 class TrainingDivergedError(errors.CenterPoseError, RuntimeError):
   """The loss became NaN or infinite (fp32/bf16), or diverged with `train.stop_on_divergence`; the run
   stopped without saving a checkpoint."""
-
-
-def training_devices(config) -> List[jax.Device]:
-  """The mesh devices: `train.num_gpus`/`gpu_ids` of this host, or every device of a multi-process job."""
-  if jax.process_count() > 1:
-    return jax.devices()
-  return config_lib.select_devices(config.train, "train")
 
 
 def pretrained_backbone_source(config):
@@ -84,63 +74,38 @@ def _run_seed(config) -> int:
 
 
 class _Trainer:
-  """Holds what the epochs share; see `train_and_evaluate`."""
+  """Holds what the epochs share; see `run`."""
 
-  def __init__(self, config, workdir):
+  def __init__(self, config, workdir, parts: Optional[setup_lib.Setup] = None):
     self.config = config
     self.workdir = workdir
     self.is_main = jax.process_index() == 0
     self.dry_run = bool(config.train.is_dry_run)
-    self.precision = config.train.precision
-    self.devices = training_devices(config)
-    self.mesh = step_lib.create_mesh(self.devices)
-    self.replicated = step_lib.replicated_sharding(self.mesh)
-    self.num_local_devices = len([d for d in self.devices if d.process_index == jax.process_index()])
-
-    train_check = loader.check_dataset(loader.open_source(config.dataset.train_data), config.dataset)
-    train_source = train_check.source
-    self.data_counts = {"skipped_samples": train_check.skipped}  # + unreadable_samples, counted per epoch
-    self.val_source = None
-    if config.dataset.val_data:
-      val_check = loader.check_dataset(loader.open_source(config.dataset.val_data), config.dataset,
-                                       needs_evaluation=True)
-      self.val_source = val_check.source
-      self.data_counts["skipped_samples"] += val_check.skipped
-    self.data_counts["unreadable_samples"] = 0
     self.resume = checkpoint_lib.resume_source(config, workdir)
     self.seed = _run_seed(config)  # a resumed run may take its checkpoint's (see `initial_state`)
-    self.train_loader = loader.TrainLoader(train_source, config.dataset, seed=self.seed,
-                                           num_local_devices=self.num_local_devices)
-    self.steps_per_epoch = self.train_loader.steps_per_epoch
-    self.global_batch = int(config.dataset.batch_size) * len(self.devices)
-
-    self.model = models.create_model(config, dtype=precision_lib.compute_dtype(self.precision))
-    self.optimizer = optim.create_optimizer(config.train, self.steps_per_epoch)
-    self.schedule = optim.schedule_from_config(config.train, self.steps_per_epoch)
-    self.accumulation = optim.accumulation_steps(config.train)
+    parts = parts or setup_lib.setup(config, seed=self.seed)
+    self.precision = parts.precision
+    self.devices, self.mesh, self.replicated = parts.devices, parts.mesh, parts.replicated
+    self.num_local_devices = parts.num_local_devices
+    self.train_loader, self.val_source = parts.train_loader, parts.val_source
+    if self.train_loader.seed != self.seed:
+      self._new_loader(self.seed)
+    self.data_counts = {"skipped_samples": parts.skipped_samples, "unreadable_samples": 0}
+    self.steps_per_epoch, self.global_batch = parts.steps_per_epoch, parts.global_batch
+    self.model, self.optimizer, self.schedule = parts.model, parts.optimizer, parts.schedule
+    self.accumulation, self.train_step, self.input_shape = parts.accumulation, parts.train_step, parts.input_shape
+    self.parts = parts
     self.divergence = divergence_lib.DivergenceMonitor(config.train.divergence_factor,
                                                        config.train.divergence_steps)
     self.divergences: List[divergence_lib.Divergence] = []
     self.saved_steps: List[int] = []  # checkpoints written by this run
-    weights = losses.loss_weights(config.train.loss_config, config.dataset)
-    self.train_step = step_lib.make_train_step(self.model, self.optimizer, weights, self.precision, self.mesh)
-    self.predict_step = None  # compiled at the first validation
-    width, height = config_lib.input_size(config.dataset)
-    self.input_shape = (1, height, width, 3)
+    self.predictor: Optional[JaxPredictor] = None  # compiled at the first validation
+
+  def _new_loader(self, seed: int) -> None:
+    self.train_loader = loader.TrainLoader(self.train_loader.source, self.config.dataset, seed=seed,
+                                           num_local_devices=self.num_local_devices)
 
   # ---------------------------------------------------------------------------------------------- state
-
-  def _new_state(self, variables, rng):
-    return state_lib.create_train_state(variables, self.optimizer, rng, self.precision, self.replicated)
-
-  def _abstract_state(self):
-    """The TrainState as ShapeDtypeStructs with the replicated sharding (for restoring)."""
-    def fresh():
-      variables = state_lib.init_variables(self.model, jax.random.PRNGKey(0), self.input_shape)
-      return self._new_state(variables, jax.random.PRNGKey(0))
-    shapes = jax.eval_shape(fresh)
-    return jax.tree_util.tree_map(
-        lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=self.replicated), shapes)
 
   def _restore(self, manager: Optional[checkpoint_lib.CheckpointManager]):
     """(state, meta, step folder) of the newest readable checkpoint of `self.resume`.
@@ -152,7 +117,7 @@ class _Trainer:
     same_folder = manager is not None and folder.resolve() == manager.directory.resolve()
     source = manager if same_folder else checkpoint_lib.CheckpointManager(
         folder, asynchronous=False, encryption_key=self.config.encryption_key)
-    abstract = self._abstract_state()
+    abstract = self.parts.abstract_state()
     configured = architecture_lib.architecture(self.config)
     damaged = []
     for step in steps:
@@ -178,8 +143,7 @@ class _Trainer:
                             "the new seed", saved_seed, self.seed)
       return
     self.seed = saved_seed
-    self.train_loader = loader.TrainLoader(self.train_loader.source, self.config.dataset, seed=saved_seed,
-                                           num_local_devices=self.num_local_devices)
+    self._new_loader(saved_seed)
 
   def initial_state(self, manager: Optional[checkpoint_lib.CheckpointManager]):
     """(state, epochs completed, data iterator state to resume within that epoch or None, description).
@@ -213,27 +177,27 @@ class _Trainer:
                                                         model=self.model)
       description = f"weights from {pretrained}"
     else:
-      variables = state_lib.init_variables(self.model, init_rng, self.input_shape, self.replicated)
+      variables = self.parts.init_variables(init_rng)
       description = f"new weights (seed {self.seed})"
       if self.config.model.use_pretrained:
         source = pretrained_backbone_source(self.config)
         loaded = pytorch.load_pretrained_backbone(
-            step_lib.to_host(variables), checkpoint_lib.load_state_dict(source, self.config.encryption_key),
+            mesh_lib.to_host(variables), checkpoint_lib.load_state_dict(source, self.config.encryption_key),
             self.config.model.backbone.model_type)
         variables = loaded.variables
         description += f", ImageNet backbone from {source} ({len(loaded.used_keys)} tensors)"
-    return self._new_state(variables, train_rng), 0, None, description
+    return self.parts.new_state(variables, train_rng), 0, None, description
 
   # ---------------------------------------------------------------------------------------------- epochs
 
-  def train_epoch(self, state, epoch: int, data_state: Optional[dict], log: log_lib.TrainingLog):
+  def train_epoch(self, state, epoch: int, data_state: Optional[dict], log: reporting.TrainingLog):
     """Runs one epoch (one batch when dry-running), from `data_state` if given.
 
     Returns (state, mean loss of the batches run, samples/s after the first step, the iterator's final state).
     """
     iterator = self.train_loader.epoch(epoch, state=data_state)
     total = 1 if self.dry_run else len(iterator)
-    done = 0 if data_state is None else int(step_lib.to_host(state.step)) - epoch * self.steps_per_epoch
+    done = 0 if data_state is None else int(mesh_lib.to_host(state.step)) - epoch * self.steps_per_epoch
     losses_seen: List[float] = []
     pending = None  # the previous step's metrics: read after the next step is dispatched
     started, timed_steps = None, 0
@@ -244,7 +208,7 @@ class _Trainer:
         if done >= total:
           break
         step_before = epoch * self.steps_per_epoch + done
-        state, metrics = self.train_step(state, loader.shard_batch(batch, self.mesh))
+        state, metrics = self.train_step(state, mesh_lib.shard_batch(batch, self.mesh))
         if pending is not None:
           self._report_step(pending, losses_seen, log, bar, started, timed_steps)
         pending = (step_before, metrics)
@@ -269,7 +233,7 @@ class _Trainer:
   def _report_step(self, pending, losses_seen, log, bar, started, timed_steps):
     """Reads one step's metrics (a device sync), stops on a non-finite fp32/bf16 loss, logs and updates the bar."""
     step, metrics = pending
-    values = {name: float(value) for name, value in step_lib.to_host(metrics).items()}
+    values = {name: float(value) for name, value in mesh_lib.to_host(metrics).items()}
     loss = values["loss"]
     if not math.isfinite(loss) and self.precision != "fp16":
       raise TrainingDivergedError(
@@ -291,7 +255,7 @@ class _Trainer:
     bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.3g}", samples_per_s=f"{speed:.2f}", refresh=False)
     bar.update(1)
 
-  def _on_divergence(self, diverged: divergence_lib.Divergence, log: log_lib.TrainingLog) -> None:
+  def _on_divergence(self, diverged: divergence_lib.Divergence, log: reporting.TrainingLog) -> None:
     """Stops the run (`train.stop_on_divergence`) or warns, naming the checkpoints written before the onset."""
     good = [step for step in self.saved_steps if step < diverged.onset]
     after = [step for step in self.saved_steps if step >= diverged.onset]
@@ -309,21 +273,20 @@ class _Trainer:
 
   # ---------------------------------------------------------------------------------------------- validation
 
-  def validate(self, state, step: int, log: log_lib.TrainingLog) -> Dict[str, float]:
+  def validate(self, state, step: int, log: reporting.TrainingLog) -> Dict[str, float]:
     """val_3DIoU and val_2DMPE of the current weights on dataset.val_data (every process runs all frames)."""
     config = self.config
-    if self.predict_step is None:
-      self.predict_step = step_lib.make_predict_step(self.model, self.mesh, config.inference.num_select)
+    if self.predictor is None:
+      self.predictor = JaxPredictor(self.model, state.variables(), batch_size=self.global_batch,
+                                    num_select=config.inference.num_select, mesh=self.mesh)
+    predictor = self.predictor.with_variables(state.variables())
     evaluator = Evaluator.from_config(config)
-    variables = state.variables()
     drawn = []
     batches = loader.iterate_eval_batches(self.val_source, config.dataset, batch_size=self.global_batch,
                                           with_targets=False, shard_index=0, shard_count=1)
     for batch_index, batch in enumerate(tqdm.tqdm(batches, desc="validation", unit="batch",
                                                   disable=not self.is_main, leave=False)):
-      inputs = step_lib.global_batch_from_full_copy(batch["input"], self.mesh)
-      decoded = step_lib.to_host(self.predict_step(variables, inputs))
-      detections = evaluation_run.score_batch(evaluator, decoded, batch, config)
+      detections = score_batch(evaluator, predictor(batch["input"]), batch, config)
       for i, image_detections in enumerate(detections):
         if self.is_main and batch["sample_weight"][i] and len(drawn) < VALIDATION_IMAGES:
           drawn.append(self._draw(batch["image_path"][i], image_detections, batch["camera_k"][i]))
@@ -343,13 +306,15 @@ class _Trainer:
                            opencv=self.config.evaluate.opencv)
 
 
-def train_and_evaluate(config, workdir: Optional[str] = None) -> dict:
+def run(config, workdir: Optional[str] = None, parts: Optional[setup_lib.Setup] = None) -> dict:
   """Trains (or resumes training of) the configured model; see the module docstring.
 
   Args:
     config: the whole, validated config (configs/default.py).
     workdir: the training folder for checkpoints, TensorBoard and status.json (default
       `checkpoint.train_dir(config)`: `train.results_dir` or `results_dir/train`).
+    parts: the run's wiring (`training.setup.setup(config)`, default); a caller may pass its own, e.g. with
+      a wrapped `train_step`.
 
   Returns:
     A summary: workdir, start (where the weights came from: "resumed from <step folder>", "new weights ...",
@@ -368,15 +333,15 @@ def train_and_evaluate(config, workdir: Optional[str] = None) -> dict:
   """
   distributed.initialize(int(config.train.num_nodes))
   workdir = os.path.abspath(workdir or checkpoint_lib.train_dir(config))
-  trainer = _Trainer(config, workdir)
+  trainer = _Trainer(config, workdir, parts)
   num_epochs = int(config.train.num_epochs)
   manager = None if trainer.dry_run else checkpoint_lib.CheckpointManager(
       workdir, max_to_keep=int(config.train.get("max_checkpoints_to_keep", 0)),
       encryption_key=config.encryption_key)
   start = time.perf_counter()
   state, epoch, data_state, origin = trainer.initial_state(manager)
-  step = int(step_lib.to_host(state.step))
-  log = log_lib.TrainingLog(workdir, enabled=trainer.is_main and not trainer.dry_run,
+  step = int(mesh_lib.to_host(state.step))
+  log = reporting.TrainingLog(workdir, enabled=trainer.is_main and not trainer.dry_run,
                             purge_step=step + 1 if step else None)
   if trainer.is_main:
     print(f"training {config.model.backbone.model_type} on {len(trainer.devices)} device(s), global batch "
@@ -391,7 +356,7 @@ def train_and_evaluate(config, workdir: Optional[str] = None) -> dict:
       state, train_loss, speed, iterator_state = trainer.train_epoch(state, epoch, data_state, log)
       data_state = None
       epoch += 1
-      step = int(step_lib.to_host(state.step))
+      step = int(mesh_lib.to_host(state.step))
       trainer.data_counts["unreadable_samples"] += int(iterator_state["failed_samples"])
       kpi = {"train_loss": train_loss}
       # As Lightning's check_val_every_n_epoch: epochs that are multiples of the interval.
@@ -422,9 +387,9 @@ def train_and_evaluate(config, workdir: Optional[str] = None) -> dict:
       manager.close()
     log.close()
 
-  variables = step_lib.to_host(state.variables())
+  variables = mesh_lib.to_host(state.variables())
   summary.update(epochs=epoch, steps=step, train_loss=train_loss, samples_per_second=speed,
-                 skipped_steps=int(step_lib.to_host(state.skipped_steps)), seconds=time.perf_counter() - start,
+                 skipped_steps=int(mesh_lib.to_host(state.skipped_steps)), seconds=time.perf_counter() - start,
                  fingerprint=checkpoint_lib.fingerprint(variables), diverged_at=[d.step for d in trainer.divergences],
                  **trainer.data_counts, **val_metrics)
   if manager is not None and manager.latest_step() is not None:

@@ -1,4 +1,4 @@
-"""infer.py's library side: run the model over a folder, an image or a video and write the results.
+"""infer.py's task: run the model over a folder, an image or a video and write the results.
 
 For each image `results_dir/inference/` receives, with `inference.save_json`, `<stem>.json` (TAO's per-image
 JSON plus `score` and `bbox`, the camera used, and the frame and unit of the poses: `output.prediction_record`)
@@ -11,6 +11,9 @@ Cameras (`camera.camera_for_image`): a JSON with `camera_data.intrinsics` beside
 config's intrinsics (default: TAO's example camera). The first use of each source is printed, and a configured
 principal point far from the images' centre is warned about once per image size. With `inference.use_pnp=False`
 no camera is used: the 2D cuboids come from the regressed keypoints.
+
+The JAX model runs on the devices of `inference.num_gpus` / `inference.gpu_ids` (as training), each taking
+`dataset.batch_size` images of a batch.
 """
 
 import collections
@@ -87,7 +90,7 @@ class _Session:
     self.predict = create_predictor(config, "inference")
     self.input_size = config_lib.input_size(config.dataset)
     self.output_size = config_lib.output_size(config.dataset)
-    self.batch_size = config.dataset.batch_size
+    self.batch_size = self.predict.batch_size or int(config.dataset.batch_size)
     self.cameras = _Cameras(self.settings)
     self.metric = self.settings.object_height > 0
     self.images = 0
@@ -218,7 +221,7 @@ def _run_video(session: _Session, video: pathlib.Path, out: pathlib.Path):
     writer.release()
 
 
-def infer(config) -> dict:
+def run(config) -> dict:
   """Runs inference as configured (see the module docstring); returns the summary it prints."""
   source = pathlib.Path(config.dataset.inference_data)
   is_video = source.is_file() and source.suffix.lower() in VIDEO_EXTENSIONS

@@ -1,7 +1,8 @@
-"""Exported CenterPose ONNX files run by onnxruntime, as a drop-in for the JAX predictor.
+"""Exported CenterPose ONNX files run by onnxruntime: the second implementation of `predictor.Predictor`.
 
 `OnnxPredictor(path)(inputs)` takes the batch infer.py and evaluate.py build for the JAX model (NHWC,
-normalised BGR) and returns the same seven decoded arrays `decode(model.apply(...))` returns.
+normalised BGR) and returns the same seven decoded arrays `predict.predict` returns. The graph's interface
+(TAO's input and output names) is defined here and written by the export (`tasks/export.py`).
 """
 
 from typing import Dict, Optional, Sequence

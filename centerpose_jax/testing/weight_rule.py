@@ -1,4 +1,4 @@
-"""The deterministic weight rule of fixtures/tao_reference/networks/README.md, as a test helper.
+"""The deterministic weight rule of fixtures/tao_reference/networks/README.md, (tests and benchmarks).
 
 Every tensor of a TAO state_dict (and the network input) is a pure function of its key and shape: uint32
 integer hashing gives u in [0, 1), mapped by the key's role. Rebuilding a state_dict from `keys_<arch>.tsv`

@@ -1,4 +1,4 @@
-"""An independent PyTorch reference of TAO's CenterPose network (test-only; needs torch).
+"""An independent PyTorch reference of TAO's CenterPose network (tests and benchmarks; needs torch).
 
 Written from ../shared/spec/networks.md and a reading of TAO's sources (tao_pytorch_backend, the
 CenterPose model, its DLA/IDAUp/ConvGRU helpers, the FANFPN hybrid backbone and its ConvNeXt stem); no TAO
@@ -8,7 +8,9 @@ so a TAO state_dict loads with `load_state_dict(..., strict=True)`; that include
 (TAO's ConvGRU keeps zero bias tensors of the first size; they add nothing, so they are left out here).
 
 `CenterPoseTAO(arch)(x)`: x [B, 3, H, W] (NCHW, H and W multiples of 32) -> {head: [B, C_head, H / 4,
-W / 4]} raw logits for hm 1, wh 2, hps 16, reg 2, hm_hp 8, hp_offset 2, scale 3. Use it in eval().
+W / 4]} raw logits for hm 1, wh 2, hps 16, reg 2, hm_hp 8, hp_offset 2, scale 3. Use it in eval() for
+parity (train() has batch statistics but no DropPath). `centerpose_loss` is the training loss in the form of
+`centerpose_jax.training.losses` (the benchmarks train both sides with it).
 """
 
 import math
@@ -520,3 +522,61 @@ class CenterPoseTAO(nn.Module):
     self.ida_up(maps, 0, len(maps))
     states = self.convGRU(maps[-1])
     return {head: getattr(self, head)(states[GRU_STEP_OF_HEAD[head]]) for head in HEADS}
+
+
+# ------------------------------------------------------------------------------------------------------
+# The training loss, in the form of `centerpose_jax.training.losses` (TAO's ObjectPoseLoss per symmetric copy)
+
+
+def _focal_loss(logits, target):
+  """logits [B, C, h, w], target [B, S, h, w, C] -> [B, S] CornerNet focal loss (sigmoid clamped to 1e-4)."""
+  pred = torch.sigmoid(logits.float()).clamp(1e-4, 1 - 1e-4).permute(0, 2, 3, 1)[:, None]
+  positive, negative = target.eq(1).float(), target.lt(1).float()
+  positive_sum = (torch.log(pred) * (1 - pred) ** 2 * positive).sum((2, 3, 4))
+  negative_sum = (torch.log(1 - pred) * pred ** 2 * (1 - target) ** 4 * negative).sum((2, 3, 4))
+  num_positive = positive.sum((2, 3, 4))
+  return torch.where(num_positive > 0, -(positive_sum + negative_sum) / num_positive.clamp(min=1), -negative_sum)
+
+
+def _gather(feature, index):
+  """feature [B, C, h, w] at flat grid indices [B, S, N] -> [B, S, N, C] (TAO's `_transpose_and_gather_feat`)."""
+  batch, channels = feature.shape[:2]
+  flat = feature.float().permute(0, 2, 3, 1).reshape(batch, 1, -1, channels).expand(-1, index.shape[1], -1, -1)
+  return flat.gather(2, index.long()[..., None].expand(-1, -1, -1, channels))
+
+
+def _masked_l1(pred, target, mask):
+  """[B, S] sum |t m - p m| / (sum m + 1e-4) over the objects (mask [B, S, N] or [B, S, N, C])."""
+  if mask.dim() == pred.dim() - 1:
+    mask = mask[..., None].expand_as(pred)
+  return (target * mask - pred * mask).abs().sum((2, 3)) / (mask.sum((2, 3)) + 1e-4)
+
+
+def centerpose_loss(heads, batch, weights):
+  """The weighted CenterPose loss with the best symmetric copy per sample, as `losses.compute_loss`.
+
+  Args:
+    heads: {head: [B, C, H, W]} logits of `CenterPoseTAO`.
+    batch: torch tensors in the loader's layout (`losses.compute_loss`): hm [B, S, h, w, 1], ind [B, S, M], ...
+      and sample_weight [B].
+    weights: {head: weight} (`losses.loss_weights`).
+
+  Returns:
+    The scalar loss (float32).
+  """
+  per_copy = {
+      "hm": _focal_loss(heads["hm"], batch["hm"]),
+      "wh": _masked_l1(_gather(heads["wh"], batch["ind"]), batch["wh"], batch["reg_mask"]),
+      "reg": _masked_l1(_gather(heads["reg"], batch["ind"]), batch["reg"], batch["reg_mask"]),
+      "hps": _masked_l1(_gather(heads["hps"], batch["ind"]), batch["hps"], batch["hps_mask"]),
+      "hm_hp": _focal_loss(heads["hm_hp"], batch["hm_hp"]),
+      "hp_offset": _masked_l1(_gather(heads["hp_offset"], batch["hp_ind"]), batch["hp_offset"],
+                              batch["hp_mask"]),
+      "scale": _masked_l1(_gather(heads["scale"], batch["ind"]), batch["scale"], batch["reg_mask"]),
+  }
+  total = sum(weights[head] * value for head, value in per_copy.items())  # [B, S]
+  valid = batch["ind"].sum(2) > 0
+  choice = torch.where(valid, total.detach(), torch.full_like(total, math.inf)).argmin(1)  # [B]
+  chosen = total.gather(1, choice[:, None])[:, 0]
+  sample_weight = batch["sample_weight"].float()
+  return (chosen * sample_weight).sum() / sample_weight.sum().clamp(min=1e-12)

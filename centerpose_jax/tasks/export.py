@@ -1,4 +1,4 @@
-"""export.py's library side: a CenterPose checkpoint to TAO's ONNX (network + HeatmapDecoder).
+"""export.py's task: a CenterPose checkpoint to TAO's ONNX (network + HeatmapDecoder).
 
 The graph matches TAO's `CenterPoseWrapped` (reference-behavior §7): input `input` float32 [B, 3, H, W]
 (normalised BGR, letterboxed as in training), outputs OUTPUT_NAMES with shapes [B, K, 4], [B, K, 1],
@@ -18,16 +18,16 @@ import numpy as np
 import onnx
 from scipy import optimize
 
+from centerpose_jax import checkpoint as checkpoint_lib
 from centerpose_jax import config as config_lib
 from centerpose_jax import encryption
-
-from centerpose_jax.export import onnx as onnx_export
-from centerpose_jax.export.runtime import INPUT_NAME
-from centerpose_jax.export.runtime import OUTPUT_NAMES
-from centerpose_jax.inference import decode
+from centerpose_jax.export import onnx_export
+from centerpose_jax.inference.onnx_predictor import INPUT_NAME
+from centerpose_jax.inference.onnx_predictor import OUTPUT_NAMES
+from centerpose_jax.inference.predict import predict_fn
 from centerpose_jax.models import architecture
+from centerpose_jax.models import conv
 from centerpose_jax.models import create_model
-from centerpose_jax.training import checkpoint as checkpoint_lib
 
 INPUT_CHANNELS = 3  # BGR images
 # Detections whose centre scores differ by less than this are near-ties: float rounding differences between
@@ -42,15 +42,6 @@ def check_settings(config) -> None:
         f"export.input_channel={config.export.input_channel!r}: CenterPose takes {INPUT_CHANNELS}-channel "
         f"BGR images; set it to {INPUT_CHANNELS}")
   onnx_export.check_export_settings(config.export)
-
-
-def centerpose_apply_fn(model, num_select: int) -> onnx_export.ApplyFn:
-  """(variables, x [B, H, W, 3]) -> the decoder's seven outputs of `model` in eval mode."""
-
-  def apply_fn(variables, x):
-    return decode(model.apply(variables, x, train=False), num_select=num_select)
-
-  return apply_fn
 
 
 def _tie_groups(scores: np.ndarray):
@@ -136,13 +127,14 @@ def graph_summary(model: onnx.ModelProto) -> str:
   return "\n".join(lines)
 
 
-def run_export(config) -> onnx_export.ExportResult:
+def run(config) -> onnx_export.ExportResult:
   """Exports `config.export.checkpoint` to `config.export_onnx_file(config)` and verifies it (see `export_onnx`).
 
-  The network uses the grouped-conv formulation of its depthwise upsampling (ONNX ConvTranspose); the
-  written file is compared with the JAX model in its default formulation for this backend, so the check
-  covers both the formulation switch and the export. With `encryption_key` set the file is encrypted. The
-  tracing and the JAX side of the check run on `export_device`; `export.verbose` prints `graph_summary`.
+  The network is traced with XLA's own convolutions (`conv_impl` "native": ONNX Conv and ConvTranspose
+  nodes); the written file is compared with the JAX model in its default formulation for this platform, so
+  the check covers both the formulation switch and the export. With `encryption_key` set the file is
+  encrypted. The tracing and the JAX side of the check run on `export_device`; `export.verbose` prints
+  `graph_summary`.
   """
   check_settings(config)
   export = config.export
@@ -153,10 +145,10 @@ def run_export(config) -> onnx_export.ExportResult:
     variables = checkpoint_lib.load_fitting_variables(export.checkpoint, architecture.expected_shapes(model),
                                                       config, encryption_key=config.encryption_key, model=model)
     result = onnx_export.export_onnx(
-        centerpose_apply_fn(create_model(config, use_grouped_conv=True), export.num_select), variables, export,
+        predict_fn(create_model(config, conv_impl=conv.NATIVE), export.num_select), variables, export,
         onnx_file, output_names=OUTPUT_NAMES, input_name=INPUT_NAME, model_name=config.model_name,
         metadata=export_metadata(config, checkpoint_lib.fingerprint(variables)),
-        reference_fn=centerpose_apply_fn(model, export.num_select), compare_fn=decoded_output_errors,
+        reference_fn=predict_fn(model, export.num_select), compare_fn=decoded_output_errors,
         encryption_key=config.encryption_key or None)
   worst = max(result.errors, key=result.errors.get)
   print(f"export: wrote {result.path} ({result.file_bytes / 2**20:.1f} MiB, {result.num_nodes} nodes, "

@@ -1,0 +1,227 @@
+"""The networks' convolutions, each in two formulations: XLA's own ops, and one that is fast on XLA:CPU.
+
+Every function computes PyTorch's operation (cross-correlation, symmetric zero padding in pixels) on NHWC
+inputs with HWIO kernels, and takes `impl`:
+
+- "auto" (the default): chosen per platform when the computation is lowered, with
+  `jax.lax.platform_dependent`: the CPU formulation on "cpu", XLA's own ops on every other platform (cuDNN's
+  and the TPU's kernels are the fast ones there). The choice follows the platform the function is compiled
+  for, not the process's default backend, so a function exported for CUDA from a CPU machine gets XLA's ops.
+- "native": XLA's ops everywhere (`conv_general_dilated`, grouped or input-dilated for the depthwise ones).
+  ONNX export uses it: the graph then holds plain Conv / ConvTranspose nodes.
+- "cpu": the CPU formulation everywhere (tests compare the two on one machine).
+
+The CPU formulations, and why (measured on a 2-core x86-64, docs/benchmarks.md):
+- Convs whose kernel equals their stride (1x1 convs, FAN's patch embeddings): one matrix product.
+- 3x3 stride-1 float32 convs with many channels on large maps (Cin * Cout and B * H_out * W_out above the
+  `WINOGRAD_GRAD_MIN_*` constants: the heads, FAN's ConvGRU and neck nodes): XLA's forward, and the input
+  and weight gradients by Winograd F(4x4, 3x3) (`_conv3x3_winograd_grad`). XLA:CPU runs a weight gradient
+  as a convolution whose window spans the whole feature map, 4-12x slower than its forward there; the
+  Winograd backward is 3-6x faster than XLA's. On smaller maps or fewer channels (DLA34's backbone, its
+  ConvGRU) XLA's gradients are as fast or faster. (A Winograd forward was not faster than XLA's.)
+- Other convs: XLA's.
+- Depthwise convs: a sum of k * k shifted multiply-adds (XLA:CPU's grouped convolution is 10-50x slower).
+- The depthwise transposed conv of the neck's up layers: per output phase, a sum of shifted multiply-adds,
+  the phases interleaved (2-3x faster than the input-dilated grouped convolution).
+"""
+
+import functools
+from typing import Callable, Sequence, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+AUTO, NATIVE, CPU = "auto", "native", "cpu"
+IMPLS = (AUTO, NATIVE, CPU)
+_DIMENSIONS = ("NHWC", "HWIO", "NHWC")
+# XLA:CPU's own gradients of a 3x3 conv are slow from about this Cin * Cout and this many output positions
+# (B * H_out * W_out) on; below either they are as fast as the Winograd ones or faster (docs/benchmarks.md).
+WINOGRAD_GRAD_MIN_CHANNELS = 128 * 128
+WINOGRAD_GRAD_MIN_POSITIONS = 2 * 128 * 128
+
+# Name scope of the weight-gradient ops the CPU formulations compute themselves (bench/train_step_profile.py).
+WEIGHT_GRAD_SCOPE = "weight_grad"
+
+# Winograd F(4x4, 3x3) on the points 0, +-1, +-2 and infinity (Lavin & Gray, 2016): a 3x3 correlation of a
+# 6x6 tile d with kernel g gives the 4x4 outputs A^T [(G g G^T) * (B^T d B)] A.
+_WINOGRAD_BT = np.array(((4, 0, -5, 0, 1, 0), (0, -4, -4, 1, 1, 0), (0, 4, -4, -1, 1, 0), (0, -2, -1, 2, 1, 0),
+                         (0, 2, -1, -2, 1, 0), (0, 4, 0, -5, 0, 1)), np.float32)
+_WINOGRAD_G = np.array(((1 / 4, 0, 0), (-1 / 6, -1 / 6, -1 / 6), (-1 / 6, 1 / 6, -1 / 6), (1 / 24, 1 / 12, 1 / 6),
+                        (1 / 24, -1 / 12, 1 / 6), (0, 0, 1)), np.float32)
+_WINOGRAD_AT = np.array(((1, 1, 1, 1, 1, 0), (0, 1, -1, 2, -2, 0), (0, 1, 1, 4, 4, 0), (0, 1, -1, 8, -8, 1)),
+                        np.float32)
+# The 2-D transforms of a tile flattened row-major, as one matrix each: [36, 36] and [16, 36].
+_WINOGRAD_INPUT = np.kron(_WINOGRAD_BT, _WINOGRAD_BT)
+_WINOGRAD_OUTPUT = np.kron(_WINOGRAD_AT, _WINOGRAD_AT)
+
+
+def per_platform(native: Callable, cpu: Callable, impl: str, *args):
+  """`cpu(*args)` or `native(*args)` as `impl` says ("auto": by the platform the computation is lowered for)."""
+  if impl == NATIVE:
+    return native(*args)
+  if impl == CPU:
+    return cpu(*args)
+  if impl != AUTO:
+    raise ValueError(f"unknown convolution impl {impl!r}; expected one of {IMPLS}")
+  return jax.lax.platform_dependent(*args, cpu=cpu, default=native)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Dense convolutions
+
+
+def conv2d(x: jax.Array, kernel: jax.Array, stride: int = 1, padding: int = 0, impl: str = AUTO) -> jax.Array:
+  """PyTorch Conv2d (groups=1, no bias): x [B, H, W, C], kernel [k, k, C, K] ->
+  [B, (H + 2p - k) // s + 1, (W + 2p - k) // s + 1, K], in x's dtype."""
+  native = functools.partial(_native_conv, stride=stride, padding=padding)
+  cpu = functools.partial(_cpu_conv, stride=stride, padding=padding)
+  return per_platform(native, cpu, impl, x, kernel)
+
+
+def _native_conv(x, kernel, *, stride: int, padding: int):
+  return jax.lax.conv_general_dilated(x, kernel, (stride, stride), ((padding, padding), (padding, padding)),
+                                      dimension_numbers=_DIMENSIONS)
+
+
+def _cpu_conv(x, kernel, *, stride: int, padding: int):
+  """The CPU formulation of `conv2d` for this shape (module docstring)."""
+  k, _, channels, features = kernel.shape
+  if k == stride and padding == 0:
+    return _patch_conv(x, kernel)
+  out_h, out_w = ((size + 2 * padding - k) // stride + 1 for size in x.shape[1:3])
+  if (k == 3 and stride == 1 and x.dtype == jnp.float32 and channels * features >= WINOGRAD_GRAD_MIN_CHANNELS
+      and x.shape[0] * out_h * out_w >= WINOGRAD_GRAD_MIN_POSITIONS):
+    return _conv3x3_winograd_grad(x, kernel, padding)
+  return _native_conv(x, kernel, stride=stride, padding=padding)
+
+
+def _patch_conv(x, kernel):
+  """A conv with kernel == stride and no padding (1x1 included) as one matrix product over the patches."""
+  k, _, channels, features = kernel.shape
+  batch, height, width, _ = x.shape
+  rows, cols = height // k, width // k
+  patches = x[:, :rows * k, :cols * k].reshape(batch, rows, k, cols, k, channels)
+  return jnp.einsum("bykxlc,klcf->byxf", patches, kernel.astype(x.dtype))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _conv3x3_winograd_grad(x, kernel, padding: int):
+  """A 3x3 stride-1 conv: XLA's forward; input and weight gradients by Winograd F(4x4, 3x3).
+
+  The backward transforms the 6x6 input tiles at stride 4 (B^T d B) and the output gradient's 4x4 tiles
+  (A g A^T), each as one matrix product with the flattened 2-D transform, then per tile position (36) one
+  batched matrix product gives the transformed weight gradient ([36, C, tiles] x [36, tiles, K]) and one the
+  transformed input gradient ([36, tiles, K] x [36, K, C]); the input gradient's tiles overlap by 2 pixels,
+  so each pixel phase sums at most 4 of them. 2.25 multiplications per output and weight instead of 9.
+  """
+  return _native_conv(x, kernel, stride=1, padding=padding)
+
+
+def _conv3x3_winograd_grad_fwd(x, kernel, padding):
+  return _native_conv(x, kernel, stride=1, padding=padding), (x, kernel)
+
+
+def _conv3x3_winograd_grad_bwd(padding, residuals, grad):
+  x, kernel = residuals
+  batch, height, width, channels = x.shape
+  features = kernel.shape[-1]
+  tiles_y, tiles_x = -(-grad.shape[1] // 4), -(-grad.shape[2] // 4)
+  padded = jnp.pad(x, ((0, 0), (padding, 4 * tiles_y + 2 - height - padding),
+                       (padding, 4 * tiles_x + 2 - width - padding), (0, 0)))
+  views = jnp.stack([padded[:, i:i + 4 * tiles_y - 3:4, j:j + 4 * tiles_x - 3:4]
+                     for i in range(6) for j in range(6)])  # [36 (i, j), B, ty, tx, C]
+  tiles = (_WINOGRAD_INPUT @ views.reshape(36, -1)).reshape(36, -1, channels)  # B^T d B: [36, N, C]
+  grad = jnp.pad(grad, ((0, 0), (0, 4 * tiles_y - grad.shape[1]), (0, 4 * tiles_x - grad.shape[2]), (0, 0)))
+  grad = grad.reshape(batch, tiles_y, 4, tiles_x, 4, features).transpose(2, 4, 0, 1, 3, 5)
+  grad_products = (_WINOGRAD_OUTPUT.T @ grad.reshape(16, -1)).reshape(36, -1, features)  # A g A^T: [36, N, K]
+  with jax.named_scope(WEIGHT_GRAD_SCOPE):
+    grad_kernel_t = jnp.einsum("tnc,tnk->tck", tiles, grad_products).reshape(6, 6, channels, features)
+    grad_kernel = jnp.einsum("ui,uvck,vj->ijck", _WINOGRAD_G, grad_kernel_t, _WINOGRAD_G)
+  kernel_t = jnp.einsum("ui,ijck,vj->uvck", _WINOGRAD_G, kernel, _WINOGRAD_G).reshape(36, channels, features)
+  grad_tiles = jnp.einsum("tnk,tck->tnc", grad_products, kernel_t)
+  grad_views = (_WINOGRAD_INPUT.T @ grad_tiles.reshape(36, -1)).reshape(6, 6, batch, tiles_y, tiles_x, channels)
+
+  def placed(i, j):  # view (i, j) of tile (t, s) is padded pixel (4t + i, 4s + j): tiles i, j >= 4 shift by one
+    return jnp.pad(grad_views[i, j], ((0, 0), (i // 4, 1 - i // 4), (j // 4, 1 - j // 4), (0, 0)))
+
+  phases = [jnp.stack([functools.reduce(jnp.add, [placed(i, j) for i in (p, p + 4) if i < 6
+                                                  for j in (q, q + 4) if j < 6]) for q in range(4)], axis=3)
+            for p in range(4)]  # [B, ty + 1, tx + 1, 4 (q), C] per p
+  grad_x = jnp.stack(phases, axis=2).reshape(batch, 4 * tiles_y + 4, 4 * tiles_x + 4, channels)
+  return grad_x[:, padding:padding + height, padding:padding + width], grad_kernel
+
+
+_conv3x3_winograd_grad.defvjp(_conv3x3_winograd_grad_fwd, _conv3x3_winograd_grad_bwd)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Depthwise convolutions
+
+
+def depthwise_conv2d(x: jax.Array, kernel: jax.Array, impl: str = AUTO) -> jax.Array:
+  """PyTorch Conv2d(C, C, k, padding=k // 2, groups=C, no bias): x [B, H, W, C], kernel [k, k, 1, C] ->
+  [B, H, W, C] (k odd)."""
+  return per_platform(_native_depthwise, _shifted_depthwise, impl, x, kernel)
+
+
+def _native_depthwise(x, kernel):
+  pad = kernel.shape[0] // 2
+  return jax.lax.conv_general_dilated(x, kernel, (1, 1), ((pad, pad), (pad, pad)), dimension_numbers=_DIMENSIONS,
+                                      feature_group_count=x.shape[-1])
+
+
+def _shifted_depthwise(x, kernel):
+  k, pad = kernel.shape[0], kernel.shape[0] // 2
+  height, width = x.shape[1:3]
+  padded = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+  taps = [padded[:, i:i + height, j:j + width] * kernel[i, j, 0] for i in range(k) for j in range(k)]
+  return functools.reduce(jnp.add, taps)
+
+
+def _phase_taps(phase: int, factor: int, padding: int, kernel_size: int) -> Sequence[Tuple[int, int]]:
+  """(input shift, kernel tap) pairs that reach output index factor * q + phase of a transposed conv.
+
+  PyTorch's ConvTranspose2d writes input i through tap t to output o = i * factor + t - padding, so output
+  factor * q + phase receives input q + shift through tap t for every t with t = (phase + padding) mod factor
+  (mod factor), shift = ((phase + padding) - t) / factor.
+  """
+  offset = phase + padding
+  return [((offset - t) // factor, t) for t in range(offset % factor, kernel_size, factor)]
+
+
+def depthwise_conv_transpose(x: jax.Array, kernel: jax.Array, factor: int, impl: str = AUTO) -> jax.Array:
+  """PyTorch ConvTranspose2d(C, C, 2f, stride=f, padding=f // 2, groups=C, bias=False) with f = `factor` even:
+  x [B, H, W, C], kernel [2f, 2f, 1, C] in PyTorch's orientation (kernel[i, j, 0, c] = weight[c, 0, i, j], no
+  spatial flip) -> [B, f * H, f * W, C]."""
+  if factor < 2 or factor % 2:
+    raise ValueError(f"depthwise_conv_transpose needs an even factor, got {factor}")
+  native = functools.partial(_native_conv_transpose, factor=factor)
+  phases = functools.partial(_phase_conv_transpose, factor=factor)
+  return per_platform(native, phases, impl, x, kernel)
+
+
+def _native_conv_transpose(x, kernel, *, factor: int):
+  """The input-dilated grouped convolution with the flipped kernel (ONNX ConvTranspose)."""
+  pad = 2 * factor - 1 - factor // 2
+  return jax.lax.conv_general_dilated(x, kernel[::-1, ::-1], (1, 1), ((pad, pad), (pad, pad)),
+                                      lhs_dilation=(factor, factor), dimension_numbers=_DIMENSIONS,
+                                      feature_group_count=x.shape[-1])
+
+
+def _phase_conv_transpose(x, kernel, *, factor: int):
+  """Each of the f x f output phases as a sum of 4 shifted inputs times kernel taps, interleaved."""
+  f, k, p = factor, 2 * factor, factor // 2
+  batch, height, width, channels = x.shape
+  taps = [_phase_taps(phase, f, p, k) for phase in range(f)]
+  margin = max(abs(shift) for phase_taps in taps for shift, _ in phase_taps)
+  padded = jnp.pad(x, ((0, 0), (margin, margin), (margin, margin), (0, 0)))
+
+  def phase(taps_y, taps_x):
+    return functools.reduce(jnp.add, [
+        padded[:, margin + dy:margin + dy + height, margin + dx:margin + dx + width] * kernel[ty, tx, 0]
+        for dy, ty in taps_y for dx, tx in taps_x])
+
+  rows = [jnp.stack([phase(taps_y, taps_x) for taps_x in taps], axis=3) for taps_y in taps]  # [B, H, W, f, C]
+  out = jnp.stack(rows, axis=2)  # [B, H, f (y phase), W, f (x phase), C]
+  return out.reshape(batch, f * height, f * width, channels)

@@ -1,0 +1,62 @@
+"""`train.activation_checkpointing`: the backbone blocks are rematerialised, and nothing else changes."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.extend import core as jax_core
+
+from centerpose_jax.models import CenterPose
+from centerpose_jax.models import dla
+from centerpose_jax.models import fan
+
+
+def _remat_count(jaxpr) -> int:
+  """Rematerialised calls (`jax.checkpoint` equations) in a jaxpr, nested ones included."""
+  count = 0
+  for eqn in jaxpr.eqns:
+    count += eqn.primitive.name in ("remat2", "checkpoint")  # the name of jax.checkpoint's primitive
+    for sub in jax_core.jaxprs_in_params(eqn.params):
+      count += _remat_count(sub)
+  return count
+
+
+def _training_forward_jaxpr(model, x):
+  """The jaxpr of a training-mode forward; x and the variables are shapes only (nothing runs)."""
+  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(x.shape), train=False))
+  return jax.make_jaxpr(lambda v, inputs: model.apply(v, inputs, train=True, mutable=["batch_stats"],
+                                                       rngs={"dropout": jax.random.key(0)}))(variables, x).jaxpr
+
+
+def test_every_backbone_block_and_nothing_else_is_rematerialised():
+  x = jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32)
+  blocks = {"DLA34": 2 * (1 + 2 + 2 + 1),  # two BasicBlocks per level-1 tree of level2 ... level5
+            "fan_small": sum(fan.FAN_ARCHS["fan_small"].convnext_depths) + fan.FAN_ARCHS["fan_small"].depth}
+  for arch, count in blocks.items():
+    width = {"width_multiplier": 0.25} if arch == "DLA34" else {}
+    assert _remat_count(_training_forward_jaxpr(CenterPose(model_type=arch, **width), x)) == 0
+    remat = CenterPose(model_type=arch, activation_checkpointing=True, **width)
+    assert _remat_count(_training_forward_jaxpr(remat, x)) == count
+
+
+def test_rematerialised_blocks_give_the_same_outputs_and_gradients():
+  rng = np.random.default_rng(0)
+  cases = [  # (block without and with remat, inputs, extra call arguments)
+      (dla.Tree(1, 16, stride=2), dla.Tree(1, 16, stride=2, remat=True),
+       rng.standard_normal((2, 16, 16, 8)).astype(np.float32), ()),
+      (fan.FANBlocks(16, 2, 1, 0), fan.FANBlocks(16, 2, 1, 0, remat=True),
+       rng.standard_normal((2, 16, 16)).astype(np.float32), (4, 4)),
+  ]
+  for plain, checkpointed, x, extra in cases:
+    variables = plain.init(jax.random.key(1, impl="rbg"), x, *extra, train=False)
+
+    def loss(params, module, x=x, extra=extra, variables=variables):
+      out, _ = module.apply({**variables, "params": params}, x, *extra, train=True, mutable=["batch_stats"],
+                            rngs={"dropout": jax.random.key(2, impl="rbg")})
+      return sum(jnp.sum(jnp.sin(leaf)) for leaf in jax.tree.leaves(out))
+
+    results = [jax.jit(jax.value_and_grad(loss), static_argnums=1)(variables["params"], module)
+               for module in (plain, checkpointed)]
+    np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-6)
+    largest = max(float(np.abs(leaf).max()) for leaf in jax.tree.leaves(results[0][1]))
+    for a, b in zip(jax.tree.leaves(results[0][1]), jax.tree.leaves(results[1][1])):
+      np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * largest)  # summation order only

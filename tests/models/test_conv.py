@@ -1,0 +1,100 @@
+"""The convolution formulations (models/conv.py): the CPU ones equal XLA's, and the choice follows the platform."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import export
+
+from centerpose_jax.models import conv
+
+# (input [B, H, W, C], kernel k, features, stride, padding). The Winograd thresholds are lowered to 1 (the real
+# ones need maps too large for a quick test), so every 3x3 stride-1 case takes that formulation.
+CONV_CASES = {
+    "winograd_grad": ((2, 13, 10, 32), 3, 40, 1, 1),  # sizes that are not multiples of the 4x4 tiles
+    "winograd_grad_valid": ((1, 9, 7, 16), 3, 24, 1, 0),
+    "patch_1x1": ((2, 5, 6, 24), 1, 48, 1, 0),
+    "patch_2x2": ((2, 9, 8, 16), 2, 64, 2, 0),  # odd height: PyTorch drops the last row
+    "native_stride2": ((2, 12, 11, 32), 3, 32, 2, 1),
+    "native_7x7": ((1, 16, 16, 3), 7, 16, 1, 3),
+}
+
+
+def _conv_and_grads(impl, x, kernel, cotangent, stride, padding):
+  def loss(inputs, weights):
+    return jnp.vdot(conv.conv2d(inputs, weights, stride, padding, impl), cotangent)
+  return jax.jit(lambda a, b: (conv.conv2d(a, b, stride, padding, impl), jax.grad(loss, argnums=(0, 1))(a, b)))(
+      x, kernel)
+
+
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_cpu_conv_equals_xla_conv_and_its_gradients(case, monkeypatch):
+  shape, k, features, stride, padding = CONV_CASES[case]
+  monkeypatch.setattr(conv, "WINOGRAD_GRAD_MIN_CHANNELS", 1)
+  monkeypatch.setattr(conv, "WINOGRAD_GRAD_MIN_POSITIONS", 1)
+  rng = np.random.default_rng(0)
+  x = rng.standard_normal(shape).astype(np.float32)
+  kernel = (rng.standard_normal((k, k, shape[-1], features)) / np.sqrt(k * k * shape[-1])).astype(np.float32)
+  out_h, out_w = ((size + 2 * padding - k) // stride + 1 for size in shape[1:3])
+  cotangent = rng.standard_normal((shape[0], out_h, out_w, features)).astype(np.float32)
+  expected, (expected_dx, expected_dw) = _conv_and_grads(conv.NATIVE, x, kernel, cotangent, stride, padding)
+  out, (dx, dw) = _conv_and_grads(conv.CPU, x, kernel, cotangent, stride, padding)
+  assert out.shape == expected.shape == (shape[0], out_h, out_w, features)
+  # Winograd F(4x4, 3x3) rounds differently: about 1e-6 of the largest magnitude.
+  np.testing.assert_allclose(out, expected, rtol=0, atol=1e-5 * float(np.abs(expected).max()))
+  np.testing.assert_allclose(dx, expected_dx, rtol=0, atol=1e-5 * float(np.abs(expected_dx).max()))
+  np.testing.assert_allclose(dw, expected_dw, rtol=0, atol=1e-5 * float(np.abs(expected_dw).max()))
+  # Matrix products: none (XLA's conv), the forward's and the weight gradient's (patches), or those of the
+  # Winograd backward (transforms and per-position products).
+  grad_jaxpr = jax.make_jaxpr(jax.grad(lambda w: jnp.sum(conv.conv2d(x, w, stride, padding, conv.CPU))))(kernel)
+  dots = str(grad_jaxpr).count("dot_general")
+  assert dots == 0 if case.startswith("native") else (dots == 2 if case.startswith("patch") else dots > 2), dots
+
+
+def test_depthwise_conv_formulations_agree_with_pytorch_cross_correlation():
+  rng = np.random.default_rng(1)
+  x = rng.standard_normal((2, 6, 10, 5)).astype(np.float32)
+  kernel = rng.standard_normal((7, 7, 1, 5)).astype(np.float32)
+  cotangent = rng.standard_normal(x.shape).astype(np.float32)
+  results = {}
+  for impl in (conv.CPU, conv.NATIVE):
+    loss = lambda a, b, impl=impl: jnp.vdot(conv.depthwise_conv2d(a, b, impl), cotangent)
+    results[impl] = jax.jit(lambda a, b, impl=impl, loss=loss: (
+        conv.depthwise_conv2d(a, b, impl), jax.grad(loss, argnums=(0, 1))(a, b)))(x, kernel)
+  (shifted, shifted_grads), (grouped, grouped_grads) = results[conv.CPU], results[conv.NATIVE]
+  np.testing.assert_allclose(shifted, grouped, atol=1e-5)
+  for a, b in zip(shifted_grads, grouped_grads):
+    np.testing.assert_allclose(a, b, atol=1e-4)
+  # PyTorch cross-correlation: out[b, y, x, c] = sum_ij in[b, y + i - 3, x + j - 3, c] k[i, j, c].
+  padded = np.pad(x, ((0, 0), (3, 3), (3, 3), (0, 0)))
+  direct = np.einsum("ijc,ijc->c", padded[1, 2:9, 4:11], kernel[:, :, 0])
+  np.testing.assert_allclose(shifted[1, 2, 4], direct, atol=1e-5)
+
+
+def _lowered_ops(platform: str) -> dict:
+  """Op counts of the gradient of a conv net's loss lowered for `platform` (without that platform's device)."""
+  def loss(x, kernels):
+    y = conv.conv2d(x, kernels[0], 1, 1)  # on the CPU: XLA's forward, Winograd gradients
+    y = conv.conv2d(y, kernels[1], 2, 1)  # on the CPU too: XLA's
+    y = conv.depthwise_conv2d(y, kernels[2])
+    return jnp.sum(conv.depthwise_conv_transpose(y, kernels[3], 2))
+
+  x = jax.ShapeDtypeStruct((2, 128, 128, 128), jnp.float32)  # shapes only: nothing runs
+  kernels = [jax.ShapeDtypeStruct(shape, jnp.float32)
+             for shape in ((3, 3, 128, 128), (3, 3, 128, 128), (3, 3, 1, 128), (4, 4, 1, 128))]
+  text = export.export(jax.jit(jax.grad(loss, argnums=(0, 1))), platforms=[platform])(x, kernels).mlir_module()
+  return {"convolution": text.count("stablehlo.convolution"), "dot_general": text.count("stablehlo.dot_general")}
+
+
+def test_cpu_formulations_are_chosen_only_when_lowering_for_the_cpu():
+  """"auto" follows the platform the computation is lowered for, not the process's backend: lowered for CUDA
+  or TPU on this CPU-only machine, every conv and every gradient stays an XLA convolution (cuDNN's kernels)."""
+  for platform in ("cuda", "rocm", "tpu"):
+    ops = _lowered_ops(platform)
+    assert ops["dot_general"] == 0, (platform, ops)
+    # at least the forward and the weight gradient of each of the four (input gradients add more)
+    assert ops["convolution"] >= 8, (platform, ops)
+  cpu = _lowered_ops("cpu")
+  # XLA convolutions: both forwards and the stride-2 conv's two gradients; the first conv's gradients are
+  # matrix products; the depthwise ones are shifted multiply-adds.
+  assert cpu["convolution"] == 4 and cpu["dot_general"] > 2, cpu
