@@ -481,6 +481,8 @@ def collect_problems(config: config_dict.ConfigDict, task: str) -> List[str]:
 
 _TYPE_NAMES = {bool: "true or false", int: "a whole number", float: "a number", str: "a string",
                tuple: "a list"}
+# Pixel sizes given as an int (square) or a (width, height) pair; their own rules check them.
+_SIZE_FIELDS = frozenset({"dataset.input_res", "dataset.output_res"})
 
 
 def _type_problems(config: config_dict.ConfigDict) -> List[str]:
@@ -490,6 +492,8 @@ def _type_problems(config: config_dict.ConfigDict) -> List[str]:
   defaults = default_config.get_config()
   problems = []
   for path in config_fields(defaults):
+    if path in _SIZE_FIELDS:
+      continue
     try:
       value, default = _get(config, path), _get(defaults, path)
     except (KeyError, AttributeError):

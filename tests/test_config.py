@@ -226,6 +226,15 @@ def test_a_tao_spec_maps_onto_the_config(tmp_path):
   assert config.train.optim.lr_decay == 0.1 and config.inference.num_select == 100
 
 
+def test_a_tao_spec_without_a_backbone_means_taos_default_network(tmp_path):
+  spec = tmp_path / "train.yaml"
+  spec.write_text(TAO_TRAIN_SPEC.replace("    model_type: fan_small\n", ""))
+  assert "model_type" not in spec.read_text()
+  assert tao_spec.load_tao_spec(str(spec)).model.backbone.model_type == "fan_small"  # TAO's schema default
+  spec.write_text(TAO_TRAIN_SPEC.replace("model_type: fan_small", "model_type: DLA34"))
+  assert tao_spec.load_tao_spec(str(spec)).model.backbone.model_type == "DLA34"
+
+
 def test_unknown_spec_keys_are_reported_not_ignored(tmp_path):
   spec = tmp_path / "bad.yaml"
   spec.write_text("train:\n  num_epoch: 3\n  optim:\n    momentum: 0.9\nfoo: 1\n")

@@ -75,9 +75,9 @@ def _check_label(tmp_path_factory, label):
       assert all(problem.startswith(f"{path}: ") and PROBLEM.match(LABEL + problem[len(str(path)):])
                  for problem in problems), problems
       if not problems:  # what the validator accepts, training can encode
-        crop = augment.letterbox_crop(96, 128)
+        crop = augment.letterbox_crop(96, 128, input_size=(64, 64))
         targets.encode_targets(label, 96, 128, crop, num_symmetry=4 if symmetry else 1, max_objs=10,
-                               output_res=16)
+                               output_size=(16, 16))
         annotations.missing_optional_fields(label)
         annotations.camera_matrix_from_annotation(label)
 

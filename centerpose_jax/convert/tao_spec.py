@@ -3,7 +3,8 @@
 A TAO CenterPose spec (`experiment_specs/train.yaml` and friends) uses the same section and field names as
 `configs/default.py`, so the mapping is a recursive overlay onto the defaults of the spec's
 `dataset.category` (`configs/<category>.py`: chair and bottle get TAO's 4 and 12 symmetry copies unless the
-spec sets `dataset.num_symmetry`). Two TAO names are renamed (`dataset._eig_val` / `_eig_vec` -> `eig_val` /
+spec sets `dataset.num_symmetry`), except that a spec without `model.backbone.model_type` gets TAO's default
+network, fan_small, so a TAO spec means what it meant in TAO. Two TAO names are renamed (`dataset._eig_val` / `_eig_vec` -> `eig_val` /
 `eig_vec`), TAO's common `wandb` section is accepted and ignored with a warning, OmegaConf interpolations
 (`checkpoint_interval: ${train.validation_interval}`, `"${results_dir}/train"`) are resolved against the
 resulting config, and every other key we do not know is reported: the whole list, as one error.
@@ -22,6 +23,9 @@ from configs import default as default_config
 from centerpose_jax import errors
 
 _INTERPOLATION = re.compile(r"\$\{([A-Za-z_][\w.]*)\}")
+# TAO's schema default for `model.backbone.model_type`; a spec that leaves it out means this network (our
+# Python configs default to DLA34, see docs/differences-from-tao.md).
+TAO_DEFAULT_BACKBONE = "fan_small"
 RENAMED = {("dataset", "_eig_val"): ("dataset", "eig_val"), ("dataset", "_eig_vec"): ("dataset", "eig_vec")}
 IGNORED_SECTIONS = ("wandb",)
 
@@ -126,6 +130,7 @@ def spec_to_config(spec: Dict[str, Any]) -> config_dict.ConfigDict:
   dataset = spec.get("dataset") if isinstance(spec.get("dataset"), dict) else {}
   category = dataset.get("category")
   config = default_config.get_category_config(category) if isinstance(category, str) else default_config.get_config()
+  config.model.backbone.model_type = TAO_DEFAULT_BACKBONE
   problems: List[str] = []
   deferred: List[tuple] = []
   _overlay(config, spec, (), problems, deferred)

@@ -96,7 +96,7 @@ def test_labels_without_ar_data_visibility_or_image_size_are_evaluated(dataset, 
     path.write_text(json.dumps(label))
   config = small_config(tmp_path / "custom", tmp_path / "results")
   source = loader.check_dataset(loader.open_source(config.dataset.test_data), config.dataset,
-                                needs_evaluation=True)  # what evaluate.py checks: nothing is missing
+                                needs_evaluation=True).source  # what evaluate.py checks: nothing is missing
   evaluator = Evaluator.from_config(config)
   for batch in loader.iterate_eval_batches(source, config.dataset, with_targets=False, shard_index=0,
                                            shard_count=1, workers=0):
