@@ -9,8 +9,10 @@ _CONFIG = config_lib.define_config_flag()
 
 
 def main(config):
+  from centerpose_jax import distributed  # pylint: disable=g-import-not-at-top
   from centerpose_jax.training import loop  # pylint: disable=g-import-not-at-top
-  loop.train_and_evaluate(config)
+  with distributed.peer_failure_exits("train.py"):
+    loop.train_and_evaluate(config)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ import numpy as np
 import tqdm
 
 from centerpose_jax import config as config_lib
+from centerpose_jax import distributed
 from centerpose_jax import errors
 from centerpose_jax import models
 from centerpose_jax.convert import pretrained
@@ -41,7 +42,6 @@ from centerpose_jax.evaluation import run as evaluation_run
 from centerpose_jax.inference import draw_detections
 from centerpose_jax.models import architecture as architecture_lib
 from centerpose_jax.training import checkpoint as checkpoint_lib
-from centerpose_jax.training import distributed
 from centerpose_jax.training import divergence as divergence_lib
 from centerpose_jax.training import logging as log_lib
 from centerpose_jax.training import losses
@@ -96,6 +96,7 @@ class _Trainer:
     self.mesh = step_lib.create_mesh(self.devices)
     self.replicated = step_lib.replicated_sharding(self.mesh)
     self.num_local_devices = len([d for d in self.devices if d.process_index == jax.process_index()])
+    self.share = distributed.data_share(self.devices)  # (index, count): this process's block of each batch
 
     train_check = loader.check_dataset(loader.open_source(config.dataset.train_data), config.dataset)
     train_source = train_check.source
@@ -107,10 +108,11 @@ class _Trainer:
       self.val_source = val_check.source
       self.data_counts["skipped_samples"] += val_check.skipped
     self.data_counts["unreadable_samples"] = 0
+    distributed.check_same_job(train_samples=len(train_source), local_devices=self.num_local_devices,
+                               val_samples=len(self.val_source) if self.val_source is not None else -1)
     self.resume = checkpoint_lib.resume_source(config, workdir)
     self.seed = _run_seed(config)  # a resumed run may take its checkpoint's (see `initial_state`)
-    self.train_loader = loader.TrainLoader(train_source, config.dataset, seed=self.seed,
-                                           num_local_devices=self.num_local_devices)
+    self.train_loader = self._train_loader(train_source)
     self.steps_per_epoch = self.train_loader.steps_per_epoch
     self.global_batch = int(config.dataset.batch_size) * len(self.devices)
 
@@ -127,6 +129,10 @@ class _Trainer:
     self.predict_step = None  # compiled at the first validation
     width, height = config_lib.input_size(config.dataset)
     self.input_shape = (1, height, width, 3)
+
+  def _train_loader(self, source) -> loader.TrainLoader:
+    return loader.TrainLoader(source, self.config.dataset, seed=self.seed, num_local_devices=self.num_local_devices,
+                              shard_index=self.share[0], shard_count=self.share[1])
 
   # ---------------------------------------------------------------------------------------------- state
 
@@ -178,8 +184,7 @@ class _Trainer:
                             "the new seed", saved_seed, self.seed)
       return
     self.seed = saved_seed
-    self.train_loader = loader.TrainLoader(self.train_loader.source, self.config.dataset, seed=saved_seed,
-                                           num_local_devices=self.num_local_devices)
+    self.train_loader = self._train_loader(self.train_loader.source)
 
   def initial_state(self, manager: Optional[checkpoint_lib.CheckpointManager]):
     """(state, epochs completed, data iterator state to resume within that epoch or None, description).
@@ -310,25 +315,35 @@ class _Trainer:
   # ---------------------------------------------------------------------------------------------- validation
 
   def validate(self, state, step: int, log: log_lib.TrainingLog) -> Dict[str, float]:
-    """val_3DIoU and val_2DMPE of the current weights on dataset.val_data (every process runs all frames)."""
+    """val_3DIoU and val_2DMPE of the current weights on dataset.val_data.
+
+    Each process loads and scores its share of the frames (frames p, p + N, ... of N processes), in batches of
+    dataset.batch_size per device; the scored frames are gathered and merged in the data's order, so the
+    metrics are those of one process scoring every frame. Process 0 draws the first frames of its share.
+    """
     config = self.config
     if self.predict_step is None:
       self.predict_step = step_lib.make_predict_step(self.model, self.mesh, config.inference.num_select)
     evaluator = Evaluator.from_config(config)
     variables = state.variables()
     drawn = []
-    batches = loader.iterate_eval_batches(self.val_source, config.dataset, batch_size=self.global_batch,
-                                          with_targets=False, shard_index=0, shard_count=1)
+    batches = loader.iterate_eval_batches(self.val_source, config.dataset,
+                                          batch_size=self.global_batch // self.share[1], with_targets=False,
+                                          shard_index=self.share[0], shard_count=self.share[1])
     for batch_index, batch in enumerate(tqdm.tqdm(batches, desc="validation", unit="batch",
                                                   disable=not self.is_main, leave=False)):
-      inputs = step_lib.global_batch_from_full_copy(batch["input"], self.mesh)
-      decoded = step_lib.to_host(self.predict_step(variables, inputs))
+      inputs = loader.shard_batch({"input": batch["input"]}, self.mesh)["input"]
+      decoded = distributed.local_rows(step_lib.to_host(self.predict_step(variables, inputs)), inputs)
       detections = evaluation_run.score_batch(evaluator, decoded, batch, config)
       for i, image_detections in enumerate(detections):
         if self.is_main and batch["sample_weight"][i] and len(drawn) < VALIDATION_IMAGES:
           drawn.append(self._draw(batch["image_path"][i], image_detections, batch["camera_k"][i]))
       if self.dry_run and batch_index == 0:
         break
+    if self.share[1] > 1:
+      merged = Evaluator.from_config(config)
+      merged.add_scored_frames(distributed.interleave(distributed.all_gather_objects(evaluator.frames())))
+      evaluator = merged
     headline = evaluator.finalize()["headline"]
     metrics = {"val_3DIoU": float(headline["3DIoU_AP@0.5"]), "val_2DMPE": float(headline["2DMPE"])}
     log.scalars(step, metrics, "val")
@@ -367,6 +382,7 @@ def train_and_evaluate(config, workdir: Optional[str] = None) -> dict:
     checkpoint.DamagedCheckpointError: no checkpoint to resume from can be read.
   """
   distributed.initialize(int(config.train.num_nodes))
+  distributed.check_same_job(config)
   workdir = os.path.abspath(workdir or checkpoint_lib.train_dir(config))
   trainer = _Trainer(config, workdir)
   num_epochs = int(config.train.num_epochs)

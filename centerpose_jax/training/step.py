@@ -114,11 +114,6 @@ def make_predict_step(model, mesh: Mesh, num_select: int) -> Callable[[dict, jax
   return jax.jit(predict, in_shardings=(replicated, batch_sharding(mesh)), out_shardings=replicated)
 
 
-def global_batch_from_full_copy(array: np.ndarray, mesh: Mesh) -> jax.Array:
-  """A global array sharded along "data" from a numpy array that every process holds in full."""
-  return jax.make_array_from_callback(array.shape, batch_sharding(mesh), lambda index: array[index])
-
-
 def to_host(tree):
   """numpy copies of a pytree of replicated arrays (each process reads its own replica; works multi-host)."""
   return jax.tree_util.tree_map(
