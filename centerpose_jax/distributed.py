@@ -16,7 +16,8 @@ mesh and train like one process with all the devices (same global batch, same lo
                        difference, instead of hanging in a collective later.
   data_share()         which block of each global batch this process loads (its devices' place in the mesh).
   local_rows()         this process's rows of a global batch's (replicated) outputs.
-  all_gather_objects() picklable values of every process, e.g. validation results to merge.
+  all_gather_objects() picklable values of every process (through the coordination service's key-value
+                       store), e.g. validation results to merge.
   peer_failure_exits() a collective that fails because another process died ends this one at once with a
                        clear message (no hang, no wall of runtime logs).
 
@@ -30,11 +31,11 @@ import os
 import pickle
 import socket
 import sys
-from typing import Dict, List, Sequence, Tuple
+import time
+from typing import List, Sequence, Tuple
 
 import jax
 import numpy as np
-from jax.experimental import multihost_utils
 
 from centerpose_jax import errors
 
@@ -45,6 +46,8 @@ INIT_TIMEOUT_ENV = "CENTERPOSE_INIT_TIMEOUT_S"
 HEARTBEAT_TIMEOUT_ENV = "CENTERPOSE_HEARTBEAT_TIMEOUT_S"
 DEFAULT_INIT_TIMEOUT_S = 300
 DEFAULT_HEARTBEAT_TIMEOUT_S = 100
+_GATHER_TIMEOUT_S = 3600  # a peer still validating its share; a dead one is caught by the heartbeat
+_exchanges = 0  # all_gather_objects calls so far (each exchange has its own keys)
 # Words of the runtime's errors when a collective loses a peer (gloo on CPU, NCCL on GPU, the coordination
 # service's heartbeat / barrier failures).
 _PEER_FAILURE_MARKERS = ("connection closed by peer", "connection reset", "gloo", "nccl", "heartbeat",
@@ -103,6 +106,42 @@ def _check_coordinator(coordinator, num_processes, process_id) -> None:
                                 "give the address of the machine that runs process 0") from None
 
 
+def _check_port_free(coordinator: str) -> None:
+  """Process 0 runs the coordinator service on the address's port: refuse a port that is taken."""
+  port = int(coordinator.rpartition(":")[2])
+  with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+    try:
+      probe.bind(("", port))
+    except OSError as error:
+      raise DistributedSetupError(
+          f"{COORDINATOR_ENV}={coordinator}: process 0 runs the job's coordinator on port {port}, which cannot be "
+          f"used here ({error.strerror or error}); choose a free port (python -m centerpose_jax.launch picks "
+          "one)") from None
+
+
+def _wait_for_coordinator(coordinator: str, process_id: int, num_processes: int, timeout_s: int) -> None:
+  """Until process 0's coordinator accepts connections (its port is open), at most `timeout_s` seconds.
+
+  JAX's own wait ends with a fatal runtime error that terminates the process without a Python exception,
+  so the address is tried here first: an unreachable coordinator gives a DistributedSetupError naming it.
+  """
+  host, _, port = coordinator.rpartition(":")
+  deadline = time.monotonic() + timeout_s
+  while True:
+    try:
+      with socket.create_connection((host.strip("[]"), int(port)), timeout=max(0.1, min(
+          2.0, deadline - time.monotonic()))):
+        return
+    except OSError as error:
+      if time.monotonic() >= deadline:
+        raise DistributedSetupError(
+            f"process {process_id} of {num_processes} could not reach the coordinator at {coordinator} within "
+            f"{timeout_s} s ({error.strerror or error}): check that process 0 is running, that "
+            f"{COORDINATOR_ENV} is its address and port, reachable from here, and ({INIT_TIMEOUT_ENV}) the "
+            "time allowed to start") from None
+      time.sleep(0.2)
+
+
 def initialize(num_nodes: int = 1) -> bool:
   """Connects this process to the others of a multi-process job; returns whether it is one.
 
@@ -128,6 +167,10 @@ def initialize(num_nodes: int = 1) -> bool:
   else:
     return False
   init_timeout = _env_seconds(INIT_TIMEOUT_ENV, DEFAULT_INIT_TIMEOUT_S)
+  if where and process_id == 0:
+    _check_port_free(coordinator)
+  elif where:
+    _wait_for_coordinator(coordinator, process_id, num_processes, init_timeout)
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
   try:
     jax.distributed.initialize(**where, initialization_timeout=init_timeout,
@@ -149,37 +192,46 @@ def config_digest(config) -> str:
   return hashlib.sha256(config.to_json(sort_keys=True).encode()).hexdigest()
 
 
+# What to do when a fact differs between the processes (`check_same_job`).
+_FACT_ADVICE = {
+    "local_devices": "the global batch (dataset.batch_size x all devices) is split over the processes by their "
+                     "devices and cannot be divided evenly: give every process the same number of devices "
+                     "(launch --gpus_per_process / --cpu_devices, CUDA_VISIBLE_DEVICES)",
+    "train_samples": "every process must read the same dataset (a shared or identical copy)",
+    "val_samples": "every process must read the same dataset (a shared or identical copy)",
+}
+
+
 def check_same_job(config=None, **facts: int) -> None:
   """Stops every process of the job unless all have the same config digest and the same `facts`.
 
   Args:
     config: the validated config, or None to compare `facts` only.
     **facts: integers that must agree (e.g. train_samples=len(source), local_devices=2); the message names
-      each one that differs and its value on every process.
+      each one that differs, its value on every process and what to do.
 
   Raises:
     DistributedSetupError: on every process, naming the differences (a collective: call it on all processes).
   """
   if jax.process_count() == 1:
     return
-  names = sorted(facts)
-  digest = np.frombuffer(bytes.fromhex(config_digest(config)) if config is not None else bytes(32), np.uint8)
-  gathered = multihost_utils.process_allgather(
-      {"digest": digest, "facts": np.asarray([int(facts[name]) for name in names], np.int64)})
+  mine = {"config": config_digest(config) if config is not None else "", "facts": {k: int(v) for k, v in facts.items()}}
+  gathered = all_gather_objects(mine)
   problems = []
-  digests = [bytes(row).hex() for row in np.asarray(gathered["digest"])]
+  digests = [entry["config"] for entry in gathered]
   others = [index for index, value in enumerate(digests) if value != digests[0]]
   if others:
     problems.append(f"the config of process(es) {', '.join(map(str, others))} differs from process 0's "
                     f"(SHA-256 {digests[others[0]][:12]}... against {digests[0][:12]}...): start every process "
                     "with the same code, --config file and --config.* overrides")
-  values = np.asarray(gathered["facts"]).reshape(len(digests), len(names))
-  for column, name in enumerate(names):
-    if len(set(values[:, column].tolist())) > 1:
-      per_process = ", ".join(f"process {index}: {value}" for index, value in enumerate(values[:, column]))
-      problems.append(f"{name} differs ({per_process})")
+  for name in sorted(facts):
+    values = [entry["facts"].get(name) for entry in gathered]
+    if len(set(values)) > 1:
+      per_process = ", ".join(f"process {index}: {value}" for index, value in enumerate(values))
+      advice = _FACT_ADVICE.get(name)
+      problems.append(f"{name} differs ({per_process})" + (f": {advice}" if advice else ""))
   if problems:
-    raise DistributedSetupError(f"the {len(digests)} processes of the job disagree: " + "; ".join(problems))
+    raise DistributedSetupError(f"the {len(gathered)} processes of the job disagree: " + "; ".join(problems))
 
 
 def data_share(devices: Sequence[jax.Device]) -> Tuple[int, int]:
@@ -217,17 +269,34 @@ def local_rows(tree, global_array: jax.Array):
   return jax.tree_util.tree_map(lambda value: np.concatenate([value[start:stop] for start, stop in blocks]), tree)
 
 
-def all_gather_objects(value) -> List:
-  """[value of process 0, value of process 1, ...] for a picklable `value` (a collective: call it on every
-  process). Values come from the job's own processes."""
+def all_gather_objects(value, timeout_s: int = _GATHER_TIMEOUT_S) -> List:
+  """[value of process 0, value of process 1, ...] for a picklable `value` (call it on every process, in the
+  same order; values come from the job's own processes).
+
+  The values travel through the coordination service's key-value store, not through device collectives, so
+  they need no compilation and no equal device counts (a start-up check compares those). A process that does
+  not contribute within `timeout_s` seconds raises DistributedSetupError.
+  """
   if jax.process_count() == 1:
     return [value]
-  data = np.frombuffer(pickle.dumps(value), np.uint8)
-  sizes = np.asarray(multihost_utils.process_allgather(np.asarray([data.size], np.int64))).reshape(-1)
-  padded = np.zeros(int(sizes.max()), np.uint8)
-  padded[:data.size] = data
-  gathered = np.asarray(multihost_utils.process_allgather(padded))
-  return [pickle.loads(gathered[index, :int(size)].tobytes()) for index, size in enumerate(sizes)]
+  global _exchanges
+  _exchanges += 1
+  client = _client()
+  prefix = f"centerpose_jax/gather/{_exchanges}"
+  client.key_value_set_bytes(f"{prefix}/{jax.process_index()}", pickle.dumps(value))
+  values = []
+  for index in range(jax.process_count()):
+    try:
+      values.append(pickle.loads(client.blocking_key_value_get_bytes(f"{prefix}/{index}", timeout_s * 1000)))
+    except Exception as error:  # pylint: disable=broad-except  # the runtime raises its own error types
+      raise DistributedSetupError(f"process {index} did not answer within {timeout_s} s ({error})") from error
+  return values
+
+
+def _client():
+  """The coordination service client of this process (jax.distributed keeps it; Orbax reads it the same way)."""
+  from jax._src import distributed as jax_distributed  # pylint: disable=g-import-not-at-top
+  return jax_distributed.global_state.client
 
 
 def interleave(shares: Sequence[Sequence]) -> list:
@@ -259,8 +328,9 @@ def peer_failure_exits(program: str):
     if jax.process_count() == 1 or not _is_peer_failure(error):
       raise
     first_line = (str(error).strip().splitlines() or [""])[0][:300]
-    print(f"{program}: {PeerFailedError.__name__}: process {jax.process_index()}: another process of the job "
-          f"stopped ({first_line}); this one stops too. Start the same commands again to resume from the last "
-          "checkpoint.", file=sys.stderr, flush=True)
+    failure = PeerFailedError(f"process {jax.process_index()}: another process of the job stopped ({first_line}); "
+                              "this one stops too. Start the same commands again to resume from the last "
+                              "checkpoint.")
+    print(f"{program}: {failure}", file=sys.stderr, flush=True)
     sys.stdout.flush()
     os._exit(1)  # pylint: disable=protected-access

@@ -92,7 +92,7 @@ def run(command: List[str], environments: List[dict], grace_s: float = 10.0, fir
 
   previous = {signum: signal.signal(signum, forward) for signum in FORWARDED_SIGNALS}
   try:
-    while any(child.poll() is None for child in children):
+    while None in [child.poll() for child in children]:  # a list: poll every child, not up to the first
       failures = _failures(children, first_rank)
       if failures:
         running = [child for child in children if child.poll() is None]

@@ -108,7 +108,7 @@ class _Trainer:
       self.val_source = val_check.source
       self.data_counts["skipped_samples"] += val_check.skipped
     self.data_counts["unreadable_samples"] = 0
-    distributed.check_same_job(train_samples=len(train_source), local_devices=self.num_local_devices,
+    distributed.check_same_job(train_samples=len(train_source),
                                val_samples=len(self.val_source) if self.val_source is not None else -1)
     self.resume = checkpoint_lib.resume_source(config, workdir)
     self.seed = _run_seed(config)  # a resumed run may take its checkpoint's (see `initial_state`)
@@ -382,7 +382,7 @@ def train_and_evaluate(config, workdir: Optional[str] = None) -> dict:
     checkpoint.DamagedCheckpointError: no checkpoint to resume from can be read.
   """
   distributed.initialize(int(config.train.num_nodes))
-  distributed.check_same_job(config)
+  distributed.check_same_job(config, local_devices=jax.local_device_count())
   workdir = os.path.abspath(workdir or checkpoint_lib.train_dir(config))
   trainer = _Trainer(config, workdir)
   num_epochs = int(config.train.num_epochs)
