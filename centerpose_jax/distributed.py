@@ -110,6 +110,7 @@ def _check_port_free(coordinator: str) -> None:
   """Process 0 runs the coordinator service on the address's port: refuse a port that is taken."""
   port = int(coordinator.rpartition(":")[2])
   with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the service's own bind: TIME_WAIT is no use
     try:
       probe.bind(("", port))
     except OSError as error:

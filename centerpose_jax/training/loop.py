@@ -342,7 +342,8 @@ class _Trainer:
         break
     if self.share[1] > 1:
       merged = Evaluator.from_config(config)
-      merged.add_scored_frames(distributed.interleave(distributed.all_gather_objects(evaluator.frames())))
+      shares = sorted(distributed.all_gather_objects((self.share[0], evaluator.frames())), key=lambda s: s[0])
+      merged.add_scored_frames(distributed.interleave([frames for _, frames in shares]))
       evaluator = merged
     headline = evaluator.finalize()["headline"]
     metrics = {"val_3DIoU": float(headline["3DIoU_AP@0.5"]), "val_2DMPE": float(headline["2DMPE"])}

@@ -29,7 +29,7 @@ from tools import checkpoint_info
 
 HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-TRAIN = {"num_epochs": 2, "checkpoint_interval": 1, "validation_interval": 1, "num_gpus": -1}
+TRAIN = {"num_epochs": 2, "checkpoint_interval": 1, "validation_interval": 2, "num_gpus": -1}
 # Every decoded object is scored, so validation has predictions to match (val_2DMPE is a number).
 CONFIG = {"inference.visualization_threshold": 0.0}
 STEPS = 4  # 2 epochs x 2 global batches
