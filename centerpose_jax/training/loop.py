@@ -430,6 +430,7 @@ def train_and_evaluate(config, workdir: Optional[str] = None) -> dict:
       log.scalars(step, trainer.data_counts, "data")
       log.status("RUNNING", f"Epoch {epoch} of {num_epochs} done", epoch=epoch, max_epoch=num_epochs, kpi=kpi,
                  data=dict(trainer.data_counts))
+      log.flush()  # the curves up to the checkpoint survive a kill (a resumed run continues them)
   except TrainingDivergedError as error:
     log.status("FAILURE", str(error), epoch=epoch, max_epoch=num_epochs, data=dict(trainer.data_counts))
     raise
