@@ -9,8 +9,10 @@ _CONFIG = cli.define_config_flag()
 
 
 def main(config):
+  from centerpose_jax import distributed  # pylint: disable=g-import-not-at-top
   from centerpose_jax.tasks import train  # pylint: disable=g-import-not-at-top
-  train.run(config)
+  with distributed.peer_failure_exits("train.py"):
+    train.run(config)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,11 @@
 """Helpers shared by test modules in different folders (`from helpers import ...`). Those the benchmarks use
 too live in `centerpose_jax.testing`."""
 
+import pathlib
+import struct
+
 import numpy as np
+from tensorboardX.proto import event_pb2
 
 from centerpose_jax.data import transforms
 from centerpose_jax.testing.variables import save_checkpoint  # noqa: F401  (re-exported for the tests)
@@ -31,3 +35,18 @@ def oracle_decoded(batch, output_res, num_select=100):
       decoded["kps_displacement_mean"][i, k] = corners.reshape(-1)
   decoded["kps_heatmap_mean"] = decoded["kps_displacement_mean"].copy()
   return decoded
+
+
+def tensorboard_scalars(folder):
+  """{tag: [(step, value)]} of the scalars in the TFRecord event files under `folder`."""
+  scalars = {}
+  for path in sorted(pathlib.Path(folder).rglob("events.*")):
+    data = path.read_bytes()
+    offset = 0
+    while offset < len(data):
+      (length,) = struct.unpack_from("<Q", data, offset)
+      event = event_pb2.Event.FromString(data[offset + 12:offset + 12 + length])
+      offset += 16 + length
+      for value in event.summary.value:
+        scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
+  return scalars

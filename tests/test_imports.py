@@ -37,12 +37,12 @@ def test_runtime_code_does_not_import_test_helpers_or_torch_at_load_time():
 # never one above; a package (centerpose_jax/<name>/) counts as one module of its layer.
 LAYERS = (
     ("errors", "geometry", "categories", "config", "encryption"),  # leaves: the config schema, the frames
-    ("mesh", "models", "data", "objectron"),  # devices; networks; samples and labels
+    ("mesh", "distributed", "models", "data", "objectron"),  # devices, processes; networks; samples and labels
     ("convert", "checkpoint"),  # weights I/O: TAO formats, Orbax checkpoints
     ("inference",),  # the predict function, predictors (JAX, onnxruntime), post-processing, output
     ("evaluation",),  # Objectron metrics, scoring of decoded batches
     ("training", "export"),
-    ("tasks", "config_validation", "cli", "testing"),  # train/evaluate/infer/export tasks, the command line
+    ("tasks", "config_validation", "cli", "launch", "testing"),  # train/evaluate/infer/export tasks, the command line
 )
 LAYER_OF = {name: level for level, names in enumerate(LAYERS) for name in names}
 

@@ -15,7 +15,9 @@ MESSAGES = (
     "the checkpoint holds a", "set encryption_key", "was encrypted with a different encryption_key",
     "the training loss is diverging", "stopped without saving", "training goes on", "out of memory",
     "no images", "cannot open the video", "no frame could be read", "camera intrinsics are not set",
-    "could not decode", "does not reproduce the JAX model")
+    "could not decode", "does not reproduce the JAX model", "is out of range: a job of",
+    "could not reach the coordinator", "choose a free port", "processes of the job disagree",
+    "cannot be divided evenly", "another process of the job stopped")
 
 
 def _user_errors():

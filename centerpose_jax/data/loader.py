@@ -281,11 +281,25 @@ class TrainIterator:
     self.failed_samples = int(state["failed_samples"])
 
 
+class _ShareOfGlobalBatches(grain.MapTransform):
+  """Position j of shard `index`'s samples -> the source index at its place in the epoch's global batches."""
+
+  def __init__(self, order: grain.MapDataset, batch_size: int, index: int, count: int):
+    self.order, self.batch_size, self.index, self.count = order, batch_size, index, count
+
+  def map(self, position):
+    step, row = divmod(int(position), self.batch_size)
+    return self.order[(step * self.count + self.index) * self.batch_size + row]
+
+
 class TrainLoader:
   """Training batches of one process: shuffled per epoch, sharded over processes, drop_last, augmented.
 
-  Each epoch is a permutation of the whole source seeded by (seed, epoch), trimmed to a multiple of
-  `shard_count` and dealt round-robin to the processes, so every process sees the same number of batches.
+  Each epoch is a permutation of the whole source seeded by (seed, epoch), cut into global batches of
+  `batch_size x shard_count` samples (the incomplete last one dropped); shard i loads block i of each global
+  batch. So every process runs the same number of steps, the processes' samples together are exactly the
+  epoch of one process with the global batch, with no duplicates, and the global batch assembled from the
+  shards (in shard order) is that process's batch: N processes train like one.
 
   Args:
     source: random-access sequence of raw samples (validate it first with `check_dataset`).
@@ -307,18 +321,19 @@ class TrainLoader:
     self.batch_size = int(dataset_config.batch_size) * devices
     self.shard_index, self.shard_count = _default_shard(shard_index, shard_count)
     self.workers = int(dataset_config.workers if workers is None else workers)
-    self.samples_per_shard = len(source) // self.shard_count
-    self.steps_per_epoch = self.samples_per_shard // self.batch_size
+    self.steps_per_epoch = len(source) // (self.batch_size * self.shard_count)
     if self.steps_per_epoch == 0:
       raise DatasetTooSmallError(
           f"{len(source)} samples over {self.shard_count} processes give no full batch of {self.batch_size} "
           f"(dataset.batch_size x {devices} devices): lower dataset.batch_size or add samples")
 
   def epoch_indices(self, epoch: int) -> grain.MapDataset:
-    """Source indices this process visits in `epoch`, in order (a grain MapDataset of ints)."""
+    """Source indices this process visits in `epoch`, in order (a grain MapDataset of `steps_per_epoch x
+    batch_size` ints)."""
     seed = int(np.random.SeedSequence([self.seed, epoch]).generate_state(1)[0])
     order = grain.MapDataset.range(len(self.source)).shuffle(seed=seed)
-    return order[:self.samples_per_shard * self.shard_count][self.shard_index::self.shard_count]
+    share = _ShareOfGlobalBatches(order, self.batch_size, self.shard_index, self.shard_count)
+    return grain.MapDataset.range(self.steps_per_epoch * self.batch_size).map(share)
 
   def epoch(self, epoch: int, state: Optional[dict] = None) -> TrainIterator:
     """Iterator over the `steps_per_epoch` batches of `epoch`, resumed at `state` (from `get_state`) if given."""

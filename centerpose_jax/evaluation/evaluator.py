@@ -143,20 +143,25 @@ class Evaluator:
     row = {"image_id": len(self._rows) if image_id is None else image_id, "width": width, "height": height,
            "num_gt": len(truth), "num_gt_counted": 0, "evaluated": True, "scale_source": self._scale_source(truth),
            "predictions": []}
-    self._rows.append(row)
     visible = truth.visible()
     if self.tao_compatible and not visible.any():
       row["evaluated"] = False  # TAO skips frames without a visible object, predictions included
-      return _public_row(row)
-    row["num_gt_counted"] = len(truth) if self.tao_compatible else int(visible.sum())
-    self._num_gt += row["num_gt_counted"]
+    else:
+      row["num_gt_counted"] = len(truth) if self.tao_compatible else int(visible.sum())
+      records = [self._match(index, prediction, truth, width, height)
+                 for index, prediction in enumerate(predictions)]
+      if not self.tao_compatible:
+        self._resolve_duplicates(records, visible)
+      self._score_matched([r for r in records if r["status"] == "matched"], predictions, truth)
+      row["predictions"] = records
+    self._add_row(row)
+    return _public_row(row)
 
-    records = [self._match(index, prediction, truth, width, height)
-               for index, prediction in enumerate(predictions)]
-    if not self.tao_compatible:
-      self._resolve_duplicates(records, visible)
-    self._score_matched([r for r in records if r["status"] == "matched"], predictions, truth)
-    for record in records:
+  def _add_row(self, row) -> None:
+    """Adds one scored frame (a row of `add_frame`) to the pooled values."""
+    self._rows.append(row)
+    self._num_gt += row["num_gt_counted"]
+    for record in row["predictions"]:
       if record["status"] == "ignored":
         continue
       matched = record["status"] == "matched"
@@ -164,8 +169,16 @@ class Evaluator:
       for name in metrics.METRICS:
         self._values[name].append(values[name])
       self._confidence.append(0.0 if self.tao_compatible and not matched else record["score"])
-    row["predictions"] = records
-    return _public_row(row)
+
+  def frames(self) -> list:
+    """The scored frames added so far, in order (picklable): another Evaluator with the same settings that
+    `add_scored_frames` them gives the same results (how processes that scored shares of a dataset merge)."""
+    return list(self._rows)
+
+  def add_scored_frames(self, frames) -> None:
+    """Adds frames scored by another Evaluator with the same settings (its `frames()`), in order."""
+    for row in frames:
+      self._add_row(row)
 
   def _match(self, index, prediction, truth, width, height) -> dict:
     """A prediction's record with its nearest ground truth (8-corner 2D distance) and status."""

@@ -13,6 +13,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from centerpose_jax import checkpoint as checkpoint_lib
+from centerpose_jax import distributed
 from centerpose_jax import mesh as mesh_lib
 from centerpose_jax.inference.predict import make_predict_fn
 from centerpose_jax.models import architecture
@@ -72,6 +73,18 @@ class JaxPredictor:
       inputs = np.concatenate([inputs, padding])
     outputs = mesh_lib.to_host(self._predict(self.variables, mesh_lib.shard_full_copy(inputs, self.mesh)))
     return {name: value[:count] for name, value in outputs.items()}
+
+  def process_share(self, inputs: np.ndarray) -> DecodedBatch:
+    """The outputs of this process's rows when every process passes only its own block of the batch.
+
+    Args:
+      inputs: [batch_size / P, H, W, 3] for P processes of the mesh, rows for this process's devices in order
+        (training's validation, where each process loads its share of the frames; with one process this is
+        the whole batch).
+    """
+    global_inputs = mesh_lib.shard_batch({"input": np.asarray(inputs, np.float32)}, self.mesh)["input"]
+    outputs = mesh_lib.to_host(self._predict(self.variables, global_inputs))
+    return distributed.local_rows(outputs, global_inputs)
 
 
 def create_predictor(config, section: str) -> Predictor:

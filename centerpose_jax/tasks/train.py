@@ -31,6 +31,7 @@ import numpy as np
 import tqdm
 
 from centerpose_jax import checkpoint as checkpoint_lib
+from centerpose_jax import distributed
 from centerpose_jax import errors
 from centerpose_jax import mesh as mesh_lib
 from centerpose_jax.convert import pretrained
@@ -41,7 +42,6 @@ from centerpose_jax.evaluation.scoring import score_batch
 from centerpose_jax.inference import draw_detections
 from centerpose_jax.inference.predictor import JaxPredictor
 from centerpose_jax.models import architecture as architecture_lib
-from centerpose_jax.training import distributed
 from centerpose_jax.training import divergence as divergence_lib
 from centerpose_jax.training import reporting
 from centerpose_jax.training import setup as setup_lib
@@ -86,8 +86,10 @@ class _Trainer:
     parts = parts or setup_lib.setup(config, seed=self.seed)
     self.precision = parts.precision
     self.devices, self.mesh, self.replicated = parts.devices, parts.mesh, parts.replicated
-    self.num_local_devices = parts.num_local_devices
+    self.num_local_devices, self.share = parts.num_local_devices, parts.share
     self.train_loader, self.val_source = parts.train_loader, parts.val_source
+    distributed.check_same_job(train_samples=len(self.train_loader.source),
+                               val_samples=len(self.val_source) if self.val_source is not None else -1)
     if self.train_loader.seed != self.seed:
       self._new_loader(self.seed)
     self.data_counts = {"skipped_samples": parts.skipped_samples, "unreadable_samples": 0}
@@ -102,8 +104,7 @@ class _Trainer:
     self.predictor: Optional[JaxPredictor] = None  # compiled at the first validation
 
   def _new_loader(self, seed: int) -> None:
-    self.train_loader = loader.TrainLoader(self.train_loader.source, self.config.dataset, seed=seed,
-                                           num_local_devices=self.num_local_devices)
+    self.train_loader = setup_lib.make_train_loader(self.train_loader.source, self.config.dataset, seed, self.devices)
 
   # ---------------------------------------------------------------------------------------------- state
 
@@ -274,7 +275,12 @@ class _Trainer:
   # ---------------------------------------------------------------------------------------------- validation
 
   def validate(self, state, step: int, log: reporting.TrainingLog) -> Dict[str, float]:
-    """val_3DIoU and val_2DMPE of the current weights on dataset.val_data (every process runs all frames)."""
+    """val_3DIoU and val_2DMPE of the current weights on dataset.val_data.
+
+    Each process loads and scores its share of the frames (frames p, p + N, ... of N processes), in batches of
+    dataset.batch_size per device; the scored frames are gathered and merged in the data's order, so the
+    metrics are those of one process scoring every frame. Process 0 draws the first frames of its share.
+    """
     config = self.config
     if self.predictor is None:
       self.predictor = JaxPredictor(self.model, state.variables(), batch_size=self.global_batch,
@@ -282,16 +288,22 @@ class _Trainer:
     predictor = self.predictor.with_variables(state.variables())
     evaluator = Evaluator.from_config(config)
     drawn = []
-    batches = loader.iterate_eval_batches(self.val_source, config.dataset, batch_size=self.global_batch,
-                                          with_targets=False, shard_index=0, shard_count=1)
+    batches = loader.iterate_eval_batches(self.val_source, config.dataset,
+                                          batch_size=self.global_batch // self.share[1], with_targets=False,
+                                          shard_index=self.share[0], shard_count=self.share[1])
     for batch_index, batch in enumerate(tqdm.tqdm(batches, desc="validation", unit="batch",
                                                   disable=not self.is_main, leave=False)):
-      detections = score_batch(evaluator, predictor(batch["input"]), batch, config)
+      detections = score_batch(evaluator, predictor.process_share(batch["input"]), batch, config)
       for i, image_detections in enumerate(detections):
         if self.is_main and batch["sample_weight"][i] and len(drawn) < VALIDATION_IMAGES:
           drawn.append(self._draw(batch["image_path"][i], image_detections, batch["camera_k"][i]))
       if self.dry_run and batch_index == 0:
         break
+    if self.share[1] > 1:
+      merged = Evaluator.from_config(config)
+      shares = sorted(distributed.all_gather_objects((self.share[0], evaluator.frames())), key=lambda s: s[0])
+      merged.add_scored_frames(distributed.interleave([frames for _, frames in shares]))
+      evaluator = merged
     headline = evaluator.finalize()["headline"]
     metrics = {"val_3DIoU": float(headline["3DIoU_AP@0.5"]), "val_2DMPE": float(headline["2DMPE"])}
     log.scalars(step, metrics, "val")
@@ -331,7 +343,7 @@ def run(config, workdir: Optional[str] = None, parts: Optional[setup_lib.Setup] 
     annotations.DatasetError: invalid samples (without dataset.skip_invalid).
     checkpoint.DamagedCheckpointError: no checkpoint to resume from can be read.
   """
-  distributed.initialize(int(config.train.num_nodes))
+  distributed.join_job(config)
   workdir = os.path.abspath(workdir or checkpoint_lib.train_dir(config))
   trainer = _Trainer(config, workdir, parts)
   num_epochs = int(config.train.num_epochs)
@@ -378,6 +390,7 @@ def run(config, workdir: Optional[str] = None, parts: Optional[setup_lib.Setup] 
       log.scalars(step, trainer.data_counts, "data")
       log.status("RUNNING", f"Epoch {epoch} of {num_epochs} done", epoch=epoch, max_epoch=num_epochs, kpi=kpi,
                  data=dict(trainer.data_counts))
+      log.flush()  # the curves up to the checkpoint survive a kill (a resumed run continues them)
   except TrainingDivergedError as error:
     log.status("FAILURE", str(error), epoch=epoch, max_epoch=num_epochs, data=dict(trainer.data_counts))
     raise

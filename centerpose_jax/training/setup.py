@@ -14,6 +14,7 @@ import optax
 from jax.sharding import Mesh
 
 from centerpose_jax import config as config_lib
+from centerpose_jax import distributed
 from centerpose_jax import mesh as mesh_lib
 from centerpose_jax import models
 from centerpose_jax.data import loader
@@ -67,6 +68,11 @@ class Setup:
   def num_local_devices(self) -> int:
     return len([d for d in self.devices if d.process_index == jax.process_index()])
 
+  @property
+  def share(self) -> Tuple[int, int]:
+    """(index, count): this process's block of each global batch (`distributed.data_share`)."""
+    return distributed.data_share(self.devices)
+
   def init_variables(self, rng: jax.Array) -> dict:
     """Fresh {"params", "batch_stats"} of the model, replicated on the mesh."""
     return state_lib.init_variables(self.model, rng, self.input_shape, self.replicated)
@@ -85,6 +91,15 @@ class Setup:
         lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=self.replicated), shapes)
 
 
+def make_train_loader(source, dataset_config, seed: int, devices: List[jax.Device]) -> loader.TrainLoader:
+  """The `loader.TrainLoader` of `source` for a mesh over `devices`: this process loads its block of each
+  global batch (`distributed.data_share`), for its own devices."""
+  index, count = distributed.data_share(devices)
+  num_local_devices = len([d for d in devices if d.process_index == jax.process_index()])
+  return loader.TrainLoader(source, dataset_config, seed=seed, num_local_devices=num_local_devices,
+                            shard_index=index, shard_count=count)
+
+
 def setup(config, *, seed: int = 0, devices: Optional[List[jax.Device]] = None,
           batches_per_epoch: Optional[int] = None) -> Setup:
   """Builds the parts of a training run of `config` (nothing is compiled or run).
@@ -100,13 +115,12 @@ def setup(config, *, seed: int = 0, devices: Optional[List[jax.Device]] = None,
   """
   devices = list(devices) if devices is not None else mesh_lib.task_devices(config, "train")
   mesh = mesh_lib.create_mesh(devices)
-  num_local_devices = len([d for d in devices if d.process_index == jax.process_index()])
   skipped = 0
   train_loader = None
   if config.dataset.train_data:
     checked = loader.check_dataset(loader.open_source(config.dataset.train_data), config.dataset)
     skipped += checked.skipped
-    train_loader = loader.TrainLoader(checked.source, config.dataset, seed=seed, num_local_devices=num_local_devices)
+    train_loader = make_train_loader(checked.source, config.dataset, seed, devices)
     batches_per_epoch = train_loader.steps_per_epoch
   elif batches_per_epoch is None:
     raise ValueError("setup without dataset.train_data needs batches_per_epoch")

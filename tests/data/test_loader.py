@@ -137,21 +137,26 @@ def test_two_workers_give_the_in_process_batches_and_resume(source):
   resumed.close()
 
 
-def test_shards_split_the_data_across_two_processes(source):
-  shards = [_train_loader(source, shard_index=i, shard_count=2) for i in range(2)]
+@pytest.mark.parametrize("shard_count", [2, 3])
+def test_shards_together_are_the_epoch_of_one_process_with_the_global_batch(source, shard_count):
+  """N processes x 1 device load exactly what 1 process x N devices loads: the same samples (none twice,
+  none extra), each global batch the concatenation of the shards' batches in shard order, the same step
+  count on every shard (11 samples do not divide: the same incomplete global batch is dropped by all)."""
+  shards = [_train_loader(source, shard_index=i, shard_count=shard_count) for i in range(shard_count)]
+  whole = loader.TrainLoader(source, _dataset_config(), seed=5, num_local_devices=shard_count, shard_index=0,
+                             shard_count=1, workers=0)
+  steps = NUM_SAMPLES // (2 * shard_count)
+  assert [shard.steps_per_epoch for shard in shards] == [steps] * shard_count == [whole.steps_per_epoch] * shard_count
   orders = [list(shard.epoch_indices(3)) for shard in shards]
-  assert len(orders[0]) == len(orders[1]) == NUM_SAMPLES // 2
-  assert not set(orders[0]) & set(orders[1])
-  assert len(set(orders[0]) | set(orders[1])) == NUM_SAMPLES - 1  # one left over by the even split
-  assert shards[0].steps_per_epoch == shards[1].steps_per_epoch == 2
-  whole = list(_train_loader(source).epoch_indices(3))
-  assert sorted(orders[0] + orders[1]) == sorted(whole[:NUM_SAMPLES - 1])
-  # Each shard's batches are its samples, with the same per-sample augmentation as unsharded.
-  settings = loader.SampleSettings.from_config(_dataset_config())
-  batch = next(shards[1].epoch(3))
-  for row, index in enumerate(orders[1][:2]):
-    sample, _, _ = loader.encode_sample(source[index], settings, rng=np.random.default_rng([5, 3, index]))
-    np.testing.assert_array_equal(batch["input"][row], sample["input"])
+  single = list(whole.epoch_indices(3))
+  assert len(single) == steps * 2 * shard_count and len(set(single)) == len(single)
+  assert sorted(sum(orders, [])) == sorted(single)
+  for step in range(steps):
+    assert sum((order[2 * step:2 * step + 2] for order in orders), []) == single[2 * step * shard_count:
+                                                                                2 * (step + 1) * shard_count]
+  # The shards' batches are those samples, with the same per-sample augmentation as unsharded.
+  batches = [next(shard.epoch(3)) for shard in shards]
+  np.testing.assert_array_equal(np.concatenate([b["input"] for b in batches]), next(whole.epoch(3))["input"])
 
 
 def test_any_random_access_sequence_is_a_source(source):

@@ -1,13 +1,16 @@
 """Runs train.py's task (`tasks.train.run`) on the test network, as the training tests' subprocess command.
 
-  python loop_run.py DATA_DIR RESULTS_DIR [TRAIN_OVERRIDES_JSON [DATASET_OVERRIDES_JSON]]
+  python loop_run.py DATA_DIR RESULTS_DIR [TRAIN_OVERRIDES_JSON [DATASET_OVERRIDES_JSON [CONFIG_OVERRIDES_JSON]]]
+
+CONFIG_OVERRIDES_JSON maps dotted config paths to values ({"inference.visualization_threshold": 0.0}).
 
 The config selects the test network (`models.registry.TINY`: `models.tiny.TinyCenterPose`, compiles in seconds);
 everything else (loader, loss, optimizer, checkpoints, validation) is the real code, wired by
 `training.setup.setup`, whose step this script wraps. With the environment variable
 KILL_AT_STEP=N the process sends itself SIGKILL right after dispatching its N-th training step, once the
 checkpoints started so far are on disk (an abrupt stop: no cleanup, no final checkpoint; a kill during a
-save is tests/training/test_checkpoint.py's case). With NAN_AT_STEP=N the N-th batch's input is NaN (a
+save is tests/training/test_checkpoint.py's case); in a multi-process job only the process
+KILL_PROCESS_ID (default: every one) does. With NAN_AT_STEP=N the N-th batch's input is NaN (a
 non-finite loss); with GROW_FROM_STEP=N the loss that steps N on report is scaled by 1e3 (a loss that grows
 far above its minimum and stays finite; BatchNorm keeps the tiny model from diverging for real). Prints the run's summary as the last line (JSON).
 """
@@ -21,6 +24,7 @@ import time
 import jax.numpy as jnp
 
 from centerpose_jax import checkpoint
+from centerpose_jax import distributed
 from centerpose_jax.models import registry
 from centerpose_jax.tasks import train as train_task
 from centerpose_jax.training import setup
@@ -59,12 +63,23 @@ def main():
   config = tiny_config(data_dir, results_dir, **overrides)
   for name, value in (json.loads(sys.argv[4]) if len(sys.argv) > 4 else {}).items():
     config.dataset[name] = value
+  for path, value in (json.loads(sys.argv[5]) if len(sys.argv) > 5 else {}).items():
+    *sections, name = path.split(".")
+    node = config
+    for section in sections:
+      node = node[section]
+    node[name] = value
+  kill_at = int(os.environ.get("KILL_AT_STEP", 0))
+  if os.environ.get("KILL_PROCESS_ID", os.environ.get(distributed.PROCESS_ID_ENV)) != os.environ.get(
+      distributed.PROCESS_ID_ENV):
+    kill_at = 0
   config.model.backbone.model_type = registry.TINY
-  parts = setup.setup(config, seed=int(config.train.seed))
-  parts.train_step = _instrumented(parts.train_step, int(os.environ.get("KILL_AT_STEP", 0)),
-                                   int(os.environ.get("NAN_AT_STEP", 0)), int(os.environ.get("GROW_FROM_STEP", 0)),
-                                   checkpoint.train_dir(config))
-  summary = train_task.run(config, parts=parts)
+  with distributed.peer_failure_exits("loop_run.py"):
+    distributed.join_job(config)  # before `setup` reads data or touches the devices
+    parts = setup.setup(config, seed=int(config.train.seed))
+    parts.train_step = _instrumented(parts.train_step, kill_at, int(os.environ.get("NAN_AT_STEP", 0)),
+                                     int(os.environ.get("GROW_FROM_STEP", 0)), checkpoint.train_dir(config))
+    summary = train_task.run(config, parts=parts)
   print(json.dumps(summary, default=str))
 
 

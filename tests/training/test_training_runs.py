@@ -12,13 +12,12 @@ import os
 import pathlib
 import re
 import shutil
-import struct
 import subprocess
 import sys
 
 import pytest
-from tensorboardX.proto import event_pb2
 
+from helpers import tensorboard_scalars
 from centerpose_jax.data import synthetic
 from centerpose_jax.models import registry
 from centerpose_jax.training import reporting
@@ -164,21 +163,6 @@ def capsys_lines(tool, path):
   return buffer.getvalue().splitlines()
 
 
-def _tensorboard_scalars(folder):
-  """{tag: [(step, value)]} of the scalars in the TFRecord event files under `folder`."""
-  scalars = {}
-  for path in sorted(folder.rglob("events.*")):
-    data = path.read_bytes()
-    offset = 0
-    while offset < len(data):
-      (length,) = struct.unpack_from("<Q", data, offset)
-      event = event_pb2.Event.FromString(data[offset + 12:offset + 12 + length])
-      offset += 16 + length
-      for value in event.summary.value:
-        scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
-  return scalars
-
-
 @pytest.mark.parametrize("stop", [False, True])
 def test_diverging_loss_warns_or_stops_keeping_the_last_good_checkpoint(workspace, stop):
   """Issue 15, item 7: from step 6 on the loss is 1000x its minimum; with divergence_steps 2 that is caught at
@@ -220,4 +204,4 @@ def test_skipped_and_unreadable_counts_reach_summary_status_and_tensorboard(work
   train_dir = workspace / "skipping" / "train"
   assert all(record["data"] == {"skipped_samples": 1, "unreadable_samples": 0}
              for record in reporting.read_status(train_dir))
-  assert _tensorboard_scalars(train_dir)["data/skipped_samples"] == [(4, 1.0)]
+  assert tensorboard_scalars(train_dir)["data/skipped_samples"] == [(4, 1.0)]
