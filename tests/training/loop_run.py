@@ -12,7 +12,7 @@ checkpoints started so far are on disk (an abrupt stop: no cleanup, no final che
 save is tests/training/test_checkpoint.py's case); in a multi-process job only the process
 KILL_PROCESS_ID (default: every one) does. With NAN_AT_STEP=N the N-th batch's input is NaN (a
 non-finite loss); with GROW_FROM_STEP=N the loss that steps N on report is scaled by 1e3 (a loss that grows
-far above its minimum and stays finite; BatchNorm keeps the tiny model from diverging for real). Prints the run's summary as the last line (JSON).
+far above its minimum and stays finite; BatchNorm keeps the tiny model from diverging for real). Prints the run's summary as the last line (JSON; process 0 only).
 """
 
 import json
@@ -21,6 +21,7 @@ import signal
 import sys
 import time
 
+import jax
 import jax.numpy as jnp
 
 from centerpose_jax import checkpoint
@@ -80,7 +81,8 @@ def main():
     parts.train_step = _instrumented(parts.train_step, kill_at, int(os.environ.get("NAN_AT_STEP", 0)),
                                      int(os.environ.get("GROW_FROM_STEP", 0)), checkpoint.train_dir(config))
     summary = train_task.run(config, parts=parts)
-  print(json.dumps(summary, default=str))
+  if jax.process_index() == 0:  # one summary per job: two processes' long lines could interleave in a pipe
+    print(json.dumps(summary, default=str), flush=True)
 
 
 if __name__ == "__main__":
