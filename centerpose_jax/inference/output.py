@@ -24,9 +24,6 @@ def _plain(value):
   return value
 
 
-POSE_UNITS = {False: detection_lib.RELATIVE, True: detection_lib.METRE}
-
-
 def _pose_fields(pose) -> dict:
   """{location, quaternion_xyzw, projected_keypoints_2d, keypoints_3d} of a `Pose` (empty lists for None)."""
   return {key: [] if pose is None else _plain(getattr(pose, key)) for key in _POSE_KEYS}
@@ -69,7 +66,8 @@ def prediction_record(image_name, detections, *, camera=None, opencv=True, metri
     intrinsics = camera.record()
     camera_data = {"source": intrinsics.pop("source"), "intrinsics": intrinsics}
   return {"image_name": image_name, "objects": objects, "camera_data": camera_data,
-          "pose_frame": detection_lib.frame_name(bool(opencv)), "pose_unit": POSE_UNITS[bool(metric)]}
+          "pose_frame": detection_lib.frame_name(bool(opencv)),
+          "pose_unit": detection_lib.METRE if metric else detection_lib.RELATIVE}
 
 
 def tracked_record(image_name, tracked, **record_options) -> dict:
