@@ -6,7 +6,8 @@ Inputs are the TAO reference fixtures (../shared/fixtures, or $CENTERPOSE_FIXTUR
   * 3D IoU: the 300 pairs of tao_reference/iou3d (random, noisy, thin and edge cases), repeated. Reported
     for `iou_3d_batch` in chunks of 256 pairs (the evaluator's path) and for one `iou_3d` call per pair.
   * Evaluator: the 20 frames of tao_reference/evaluator with their stored predictions, replayed cyclically
-    to 1,000 frames (34 predictions per 20 frames), JSON already parsed, add_frame + finalize.
+    to 1,000 frames (34 predictions per 20 frames), JSON already parsed and made `Detection`s, add_frame +
+    finalize.
 The process is pinned to one core and BLAS to one thread before numpy loads.
 """
 
@@ -24,6 +25,7 @@ import numpy as np  # noqa: E402
 
 from centerpose_jax.evaluation import box3d  # noqa: E402
 from centerpose_jax.evaluation import evaluator  # noqa: E402
+from centerpose_jax.testing.detections import from_tao_predictions  # noqa: E402
 
 _REPO = pathlib.Path(__file__).resolve().parents[1]
 _CHUNK = 256
@@ -63,7 +65,7 @@ def bench_iou(root):
 
 def bench_evaluator(root):
   entries = json.loads((root / "evaluator" / "predictions.json").read_text())
-  frames = [(entry["predictions"], json.loads((root / "evaluator" / entry["gt_json"]).read_text()))
+  frames = [(from_tao_predictions(entry["predictions"]), json.loads((root / "evaluator" / entry["gt_json"]).read_text()))
             for entry in entries]
   for tao_compatible, num_symmetry in ((False, 1), (True, 1), (False, 12)):
 

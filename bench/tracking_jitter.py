@@ -36,8 +36,9 @@ import numpy as np
 from centerpose_jax import geometry
 from centerpose_jax.data import synthetic
 from centerpose_jax.evaluation.evaluator import Evaluator
-from centerpose_jax.tasks import infer as infer_task
+from centerpose_jax.inference import output as output_lib
 from centerpose_jax.inference import tracking
+from centerpose_jax.tasks import infer as infer_task
 from configs import demo
 
 _REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -70,12 +71,6 @@ def _infer(config):
   return [json.loads(line) for line in lines], summary["images_per_second"]
 
 
-def _poses(obj, tracked):
-  """(prediction for the evaluator, rotation [3, 3], centre [3]) of an output object; OpenGL frame."""
-  pose = obj["filtered"] if tracked else obj
-  prediction = {"projected_points": pose["projected_keypoints_2d"], "point_3d_cam": pose["keypoints_3d"],
-                "obj_scale": pose["relative_scale"], "score": obj["score"]}
-  return prediction, geometry.quaternion_to_matrix(pose["quaternion_xyzw"]), np.asarray(pose["location"])
 
 
 class _Score:
@@ -91,11 +86,13 @@ class _Score:
     previous = {}  # ground-truth index -> (frame, rotation, centre, track id) of its last match
     for record, label in zip(records, labels):
       self.frames += 1
-      outputs = [_poses(obj, tracked) for obj in record["objects"]]
-      row = self.evaluator.add_frame([prediction for prediction, _, _ in outputs], label)
-      for scored, obj, (_, rotation, centre) in zip(row["predictions"], record["objects"], outputs):
+      detections = output_lib.detections_from_record(record, filtered=tracked)  # OpenGL frame
+      row = self.evaluator.add_frame(detections, label)
+      for scored, detection in zip(row["predictions"], detections):
         if scored["status"] != "matched":
           continue
+        rotation = geometry.quaternion_to_matrix(detection.pose.quaternion_xyzw)
+        centre = detection.pose.location
         truth = label["objects"][scored["matched_gt"]]
         gt_rotation = geometry.quaternion_to_matrix(truth["quaternion_xyzw"])
         gt_centre, height = np.asarray(truth["location"]), truth["scale"][1]
@@ -106,7 +103,7 @@ class _Score:
               (centre - last_centre) * height - (gt_centre - last_gt_centre)))
           self.rotation_jitter.append(geometry.rotation_angle(last_gt_rotation.T @ last_rotation,
                                                               gt_rotation.T @ rotation))
-        track_id = obj.get("track_id")
+        track_id = detection.track_id
         if last is not None and tracked and last[5] != track_id:
           self.id_switches += 1
         previous[scored["matched_gt"]] = (record["frame"], rotation, centre, gt_rotation, gt_centre, track_id)
@@ -144,9 +141,7 @@ def _print_table(rows):
 def _tracker_seconds(config, records, camera_k, fps, frame_shape) -> float:
   """Seconds `Tracker.update` takes over the per-frame detections of one video (the tracking alone)."""
   tracker = tracking.Tracker.for_video(config, camera_k, fps, frame_shape)
-  frames = [(record["frame"], [{key: np.asarray(value) if isinstance(value, list) else value
-                                for key, value in obj.items()} for obj in record["objects"]])
-            for record in records]
+  frames = [(record["frame"], output_lib.detections_from_record(record)) for record in records]
   start = time.perf_counter()
   for frame, detections in frames:
     tracker.update(frame, detections)

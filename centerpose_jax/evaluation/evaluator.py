@@ -3,13 +3,16 @@
 Used by evaluate.py and by training's validation:
 
   evaluator = Evaluator(num_symmetry=1, tao_compatible=False, use_absolute_scale=False)
-  for predictions, annotation in frames:
-    evaluator.add_frame(predictions, annotation, image_id=name)
+  for detections, annotation in frames:
+    evaluator.add_frame(detections, annotation, image_id=name)
   results = evaluator.finalize()   # results["headline"]["3DIoU_AP@0.5"], results["headline"]["2DMPE"]
 
-A prediction is a dict with `projected_points` [9, 2] (pixels of the original image), `point_3d_cam` [9, 3]
-(OpenGL camera frame, relative scale: the PnP cuboid has the predicted `obj_scale`), `obj_scale` [3] and
-`score`. The annotation is the parsed CenterPose JSON of the image (`camera_data`, `objects`, `AR_data`).
+The predictions are `inference.detection.Detection`s with a pose: the evaluator reads each one's `score`,
+`relative_scale` [3] and its pose's `projected_keypoints_2d` [9, 2] (pixels of the original image) and
+`keypoints_3d` [9, 3] (relative scale: the PnP cuboid has the predicted `relative_scale`; the metrics expect the
+Objectron OpenGL frame, `evaluate.opencv=False`). TAO's evaluator calls these `score`, `obj_scale`,
+`projected_points` and `point_3d_cam`. The annotation is the parsed CenterPose JSON of the image
+(`camera_data`, `objects`, `AR_data`).
 
 Two modes (docs/differences-from-tao.md, "Evaluation", explains each difference):
   * default: each ground truth is matched at most once (predictions in score order take their nearest
@@ -37,12 +40,14 @@ takes the boxes as metric. Each frame's source is in its row (`scale_source`) an
 
 import collections
 import math
+from typing import Sequence
 
 import numpy as np
 
 from centerpose_jax import geometry
 from centerpose_jax.evaluation import box3d
 from centerpose_jax.evaluation import metrics
+from centerpose_jax.inference.detection import Detection
 
 VISIBILITY_THRESHOLD = 0.1  # TAO's `_vis_thresh`
 # Default mode: mean 8-corner distance (normalised image units, the largest 2D-error threshold) within which
@@ -120,14 +125,14 @@ class Evaluator:
     self._confidence = []
     self._num_gt = 0
 
-  def add_frame(self, predictions, annotation, *, width=None, height=None, image_id=None) -> dict:
+  def add_frame(self, predictions: Sequence[Detection], annotation, *, width=None, height=None,
+                image_id=None) -> dict:
     """Scores one frame's predictions against its ground truth.
 
     Args:
-      predictions: list of dicts {projected_points [9, 2] pixels, point_3d_cam [9, 3] OpenGL camera frame
-        (relative scale), obj_scale [3], score}. Not modified.
+      predictions: the frame's `Detection`s, each with a pose (see the module docstring). Not modified.
       annotation: the frame's parsed CenterPose JSON dict.
-      width, height: image size in pixels for normalising `projected_points` and the ground truth's
+      width, height: image size in pixels for normalising the poses' `projected_keypoints_2d` and the ground truth's
         `projected_cuboid`; default `camera_data.width`/`height`.
       image_id: a name for the per-image rows (default: the frame's index).
     Returns:
@@ -136,6 +141,8 @@ class Evaluator:
       scale_source (how predictions are brought to metres: "absolute", "ar_plane" or "gt_height"),
       predictions (one record per prediction, in input order).
     """
+    if any(prediction.pose is None for prediction in predictions):
+      raise ValueError("the evaluator needs each detection's pose (PnP)")
     camera = annotation["camera_data"]
     width = float(camera["width"] if width is None else width)
     height = float(camera["height"] if height is None else height)
@@ -182,8 +189,8 @@ class Evaluator:
 
   def _match(self, index, prediction, truth, width, height) -> dict:
     """A prediction's record with its nearest ground truth (8-corner 2D distance) and status."""
-    points_2d = np.asarray(prediction["projected_points"], dtype=np.float64).reshape(9, 2) / [width, height]
-    record = {"index": index, "score": float(prediction["score"]), "matched_gt": -1, "status": "unmatched",
+    points_2d = np.asarray(prediction.pose.projected_keypoints_2d, dtype=np.float64).reshape(9, 2) / [width, height]
+    record = {"index": index, "score": float(prediction.score), "matched_gt": -1, "status": "unmatched",
               "points_2d": points_2d}
     if len(truth) == 0:
       return record
@@ -221,7 +228,7 @@ class Evaluator:
     boxes = []
     for record in records:
       prediction, gt = predictions[record["index"]], record["matched_gt"]
-      box = np.asarray(prediction["point_3d_cam"], dtype=np.float64).reshape(9, 3)
+      box = np.asarray(prediction.pose.keypoints_3d, dtype=np.float64).reshape(9, 3)
       source = self._scale_source(truth)
       if source == "absolute":
         factor = 1.0
@@ -233,7 +240,7 @@ class Evaluator:
       record.update(scale_factor=float(factor), scale_source=source, values={
           "pixel": metrics.projection_error_2d(record["points_2d"], truth.points_3d[gt],
                                                truth.object_to_camera[gt], truth.projection, self.num_symmetry),
-          "scale": metrics.scale_error(prediction["obj_scale"], truth.scales[gt])})
+          "scale": metrics.scale_error(prediction.relative_scale, truth.scales[gt])})
     gt_boxes = truth.points_3d[[r["matched_gt"] for r in records]]
     results_3d = metrics.evaluate_3d(np.stack(boxes), gt_boxes, self.num_symmetry, self.tao_compatible)
     for i, record in enumerate(records):

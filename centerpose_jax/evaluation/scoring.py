@@ -9,10 +9,12 @@ import numpy as np
 
 from centerpose_jax import config as config_lib
 from centerpose_jax.evaluation.evaluator import Evaluator
+from centerpose_jax.inference.detection import Detection
 from centerpose_jax.inference.postprocess import postprocess_detections
 
 
-def score_batch(evaluator: Evaluator, decoded: Dict[str, np.ndarray], batch: dict, config) -> List[list]:
+def score_batch(evaluator: Evaluator, decoded: Dict[str, np.ndarray], batch: dict,
+                config) -> List[List[Detection]]:
   """Post-processes one evaluation batch and adds each real frame to `evaluator`.
 
   Args:
@@ -38,12 +40,10 @@ def score_batch(evaluator: Evaluator, decoded: Dict[str, np.ndarray], batch: dic
         one, batch["center"][i], float(batch["crop_scale"][i]), output_size, batch["camera_k"][i],
         threshold=config.inference.visualization_threshold, opencv=config.evaluate.opencv,
         pnp_keypoints=config.inference.pnp_keypoints)
-    predictions = [{"projected_points": d["projected_keypoints_2d"], "point_3d_cam": d["keypoints_3d"],
-                    "obj_scale": d["relative_scale"], "score": d["score"]} for d in detections]
     camera = batch["annotation"][i].get("camera_data", {})
     size = {}  # the JSON's camera_data.width/height, as TAO; the decoded image's when the JSON has none
     if "width" not in camera or "height" not in camera:
       size = {"width": batch["width"][i], "height": batch["height"][i]}
-    evaluator.add_frame(predictions, batch["annotation"][i], image_id=batch["image_path"][i], **size)
+    evaluator.add_frame(detections, batch["annotation"][i], image_id=batch["image_path"][i], **size)
     per_sample.append(detections)
   return per_sample

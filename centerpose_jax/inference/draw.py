@@ -80,7 +80,7 @@ def _draw_track_id(image, bbox, track_id):
   cv2.putText(image, text, (x + 2, top + text_height + 4), _FONT, 0.6, WHITE, thickness=2, lineType=cv2.LINE_AA)
 
 
-def draw_detections(image_bgr, detections, camera_matrix=None, *, axis_size=0.5, opencv=True) -> np.ndarray:
+def draw_detections(image_bgr, detections, camera_matrix=None, *, axis_size=0.5) -> np.ndarray:
   """A copy of the image with each detection drawn as TAO's inference visualisation.
 
   Per detection with a pose: point indices, cuboid edges, object axes and the relative-scale label, and
@@ -90,31 +90,31 @@ def draw_detections(image_bgr, detections, camera_matrix=None, *, axis_size=0.5,
 
   Args:
     image_bgr: [H, W, 3] uint8 BGR image (the original image, not the letterboxed input).
-    detections: `postprocess_detections` output (pixels of this image).
+    detections: `detection.Detection`s (`postprocess_detections` output, pixels of this image); a pose in the
+      Objectron OpenGL frame is converted back to OpenCV for projection.
     camera_matrix: [3, 3] intrinsics K used for the pose (pixels); only needed for detections with a pose.
     axis_size: drawn axis length in relative-scale units (`inference.axis_size`; TAO hard-codes 0.5).
-    opencv: the frame of the detections' `keypoints_3d`: True for OpenCV, False for Objectron OpenGL
-      (converted back to OpenCV for projection).
 
   Returns:
     [H, W, 3] uint8 BGR image.
   """
   image = np.ascontiguousarray(image_bgr).copy()
   for detection in detections:
-    if "keypoints_3d" not in detection:
-      corners = np.asarray(detection["keypoints_2d"], dtype=np.float64).reshape(-1, 2)
+    pose = detection.pose
+    if pose is None:
+      corners = np.asarray(detection.keypoints_2d, dtype=np.float64).reshape(-1, 2)
       points_2d = np.concatenate([corners.mean(axis=0, keepdims=True), corners])
       _draw_point_order(image, points_2d)
       _draw_cuboid(image, points_2d)
-      _draw_relative_scale(image, detection["bbox"], detection["relative_scale"])
+      _draw_relative_scale(image, detection.bbox, detection.relative_scale)
       continue
-    points_3d = np.asarray(detection["keypoints_3d"], dtype=np.float64)
-    points_3d_cv = points_3d if opencv else geometry.opengl_to_opencv(points_3d)
-    axis_length = axis_size * _units_per_relative_scale(points_3d, detection["relative_scale"])
-    _draw_point_order(image, detection["projected_keypoints_2d"])
-    _draw_cuboid(image, detection["projected_keypoints_2d"])
+    points_3d = np.asarray(pose.keypoints_3d, dtype=np.float64)
+    points_3d_cv = points_3d if pose.opencv else geometry.opengl_to_opencv(points_3d)
+    axis_length = axis_size * _units_per_relative_scale(points_3d, detection.relative_scale)
+    _draw_point_order(image, pose.projected_keypoints_2d)
+    _draw_cuboid(image, pose.projected_keypoints_2d)
     _draw_axes(image, points_3d_cv, np.asarray(camera_matrix, dtype=np.float64), axis_length)
-    _draw_relative_scale(image, detection["bbox"], detection["relative_scale"])
-    if "track_id" in detection:
-      _draw_track_id(image, detection["bbox"], detection["track_id"])
+    _draw_relative_scale(image, detection.bbox, detection.relative_scale)
+    if detection.track_id is not None:
+      _draw_track_id(image, detection.bbox, detection.track_id)
   return image

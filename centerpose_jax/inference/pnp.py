@@ -1,9 +1,12 @@
 """6-DoF pose of a predicted cuboid from its 2D keypoints with OpenCV's PnP (TAO's CuboidPNPSolver)."""
 
+from typing import Optional
+
 import cv2
 import numpy as np
 
 from centerpose_jax import geometry
+from centerpose_jax.inference import detection as detection_lib
 
 # A keypoint with x or y below this is a placeholder (TAO writes -10000) and is left out of PnP.
 PLACEHOLDER_LIMIT = -5000.0
@@ -31,7 +34,7 @@ def _with_mean_first(points) -> np.ndarray:
   return np.concatenate([points.sum(axis=0, keepdims=True) / len(points), points])
 
 
-def solve_pnp(keypoints_2d, camera_matrix, relative_scale, opencv=True):
+def solve_pnp(keypoints_2d, camera_matrix, relative_scale, opencv=True) -> Optional[detection_lib.Pose]:
   """Pose of the cuboid of size `relative_scale` whose corners project to `keypoints_2d`.
 
   As TAO: `cv2.solvePnPGeneric` with zero distortion, SOLVEPNP_ITERATIVE with 6 or more valid points,
@@ -48,11 +51,10 @@ def solve_pnp(keypoints_2d, camera_matrix, relative_scale, opencv=True):
       Objectron OpenGL frame (x, y, z)_gl = (y, x, -z)_cv.
 
   Returns:
-    None on failure, else a dict of float64 arrays:
-      `location` [3] object centre in the camera frame chosen by `opencv`;
-      `quaternion_xyzw` [4] object->camera rotation in that frame, scipy order;
-      `projected_points` [9, 2] pixels of the 8 corners under the OpenCV pose, with their mean first;
-      `points_3d` [9, 3] the 8 corners in the chosen camera frame, with their mean first.
+    None on failure, else a `detection.Pose` of float64 arrays in relative-scale units, its `frame` chosen by
+    `opencv`: `location` [3] the object centre; `quaternion_xyzw` [4] the object->camera rotation, scipy order;
+    `projected_keypoints_2d` [9, 2] pixels of the 8 corners under the OpenCV pose, with their mean first;
+    `keypoints_3d` [9, 3] the 8 corners in the camera frame, with their mean first.
   """
   model = geometry.cuboid_vertices(relative_scale)  # [9, 3], centre first
   points_2d, points_3d = _correspondences(keypoints_2d, model[1:])
@@ -79,9 +81,6 @@ def solve_pnp(keypoints_2d, camera_matrix, relative_scale, opencv=True):
     location = geometry.opencv_to_opengl(location_cv)
     rvec, _ = cv2.Rodrigues(rotation)
   corners_cam = model[1:] @ rotation.T + location
-  return {
-      "location": location,
-      "quaternion_xyzw": geometry.rotvec_to_quaternion(rvec),
-      "projected_points": _with_mean_first(projected),
-      "points_3d": _with_mean_first(corners_cam),
-  }
+  return detection_lib.Pose(location=location, quaternion_xyzw=geometry.rotvec_to_quaternion(rvec),
+                            projected_keypoints_2d=_with_mean_first(projected),
+                            keypoints_3d=_with_mean_first(corners_cam), frame=detection_lib.frame_name(opencv))

@@ -5,11 +5,13 @@ PnP on the predicted relative-scale cuboid. numpy and OpenCV only; runs on the h
 """
 
 import functools
+from typing import List
 
 import numpy as np
 
 from centerpose_jax.data import transforms
 from centerpose_jax.inference import pnp
+from centerpose_jax.inference.detection import Detection
 # The package exports the `decode` function under the module's name, so import the constant itself.
 from centerpose_jax.inference.decode import MISSING
 
@@ -95,7 +97,7 @@ def metric_factor(relative_scale, object_height: float) -> float:
 
 
 def postprocess_detections(decoded, center, scale, output_size, camera_matrix, *, threshold, opencv,
-                           use_pnp=True, pnp_keypoints="displacement", object_height=0.0):
+                           use_pnp=True, pnp_keypoints="displacement", object_height=0.0) -> List[Detection]:
   """Detections of one image, in image pixels, with their 6-DoF pose.
 
   Args:
@@ -108,19 +110,17 @@ def postprocess_detections(decoded, center, scale, output_size, camera_matrix, *
     threshold: keep detections with score > threshold (`inference.visualization_threshold`); also the
       soft-NMS drop threshold.
     opencv: pose in the OpenCV camera frame (True) or the Objectron OpenGL frame (False).
-    use_pnp: solve the pose; detections whose PnP fails are dropped, as TAO. If False, no pose keys.
+    use_pnp: solve the pose; detections whose PnP fails are dropped, as TAO. If False, each `pose` is None.
     pnp_keypoints: "displacement" (the 8 regressed corners: TAO's and Isaac ROS's effective behaviour) or
       "displacement+heatmap" (16 points, each corner's regressed and heatmap keypoint, as NVlabs; missing
       heatmap keypoints are skipped).
-    object_height: 0 keeps TAO's relative poses; > 0 is the object's real height in metres, and `location` and
-      `keypoints_3d` are scaled to metres (`metric_factor`; a detection with a non-positive predicted height is
-      dropped, as a failed PnP).
+    object_height: 0 keeps TAO's relative poses; > 0 is the object's real height in metres, and each pose's
+      `location` and `keypoints_3d` are scaled to metres (`metric_factor`, `Pose.unit` METRE; a detection with
+      a non-positive predicted height is dropped, as a failed PnP).
 
   Returns:
-    list of dicts in soft-NMS order: `id` ("object_<n>", n counting the returned detections), `score`
-    (after soft-NMS decay), `bbox` [4] (x1, y1, x2, y2) px, `keypoints_2d` [8, 2] px (displacement
-    corners), `relative_scale` [3]; with a pose also `location` [3], `quaternion_xyzw` [4],
-    `projected_keypoints_2d` [9, 2] px and `keypoints_3d` [9, 3] (see `pnp.solve_pnp`).
+    `detection.Detection`s in soft-NMS order (`id` "object_<n>", n counting the returned detections), each
+    with its `pnp.solve_pnp` pose in the frame chosen by `opencv` when `use_pnp`.
   """
   if pnp_keypoints not in PNP_KEYPOINTS:
     raise ValueError(f"pnp_keypoints must be one of {PNP_KEYPOINTS}, got {pnp_keypoints!r}")
@@ -145,15 +145,14 @@ def postprocess_detections(decoded, center, scale, output_size, camera_matrix, *
 
   detections = []
   for i, score in enumerate(kept_scores):
-    detection = {"score": float(score), "bbox": bboxes[order[i]], "keypoints_2d": displacement[i],
-                 "relative_scale": relative_scales[i]}
+    pose = None
     if use_pnp:
       pose = pnp.solve_pnp(pnp_points[i], camera_matrix, relative_scales[i], opencv=opencv)
       factor = metric_factor(relative_scales[i], object_height) if object_height > 0 else 1.0
       if pose is None or factor == 0.0:
         continue
-      detection.update(location=pose["location"] * factor, quaternion_xyzw=pose["quaternion_xyzw"],
-                       projected_keypoints_2d=pose["projected_points"], keypoints_3d=pose["points_3d"] * factor)
-    detection["id"] = f"object_{len(detections)}"
-    detections.append(detection)
+      if object_height > 0:
+        pose = pose.in_metres(factor)
+    detections.append(Detection(id=f"object_{len(detections)}", score=float(score), bbox=bboxes[order[i]],
+                                keypoints_2d=displacement[i], relative_scale=relative_scales[i], pose=pose))
   return detections

@@ -18,8 +18,8 @@ Per frame (`Tracker.update`):
      one after more than `max_age` frames without a detection.
 A frame's output is the confirmed tracks associated in it, each with its raw detection and its filtered pose.
 
-Detections are `postprocess_detections` dicts, their pose in the frame of `inference.opencv`; the filters run in
-the OpenCV frame and the filtered poses are given back in the detections' frame.
+Detections are `detection.Detection`s with a pose, in either frame (`Pose.frame`); the filters run in the OpenCV
+frame and each filtered pose is given back in the frame and unit of the track's detection.
 """
 
 import dataclasses
@@ -32,6 +32,8 @@ from scipy import optimize
 
 from centerpose_jax import geometry
 from centerpose_jax.inference import pose_filter
+from centerpose_jax.inference.detection import Detection
+from centerpose_jax.inference.detection import Pose
 
 # Cost of a gated pair in the assignment problem (any value above every real cost).
 _GATED = 1e6
@@ -76,24 +78,28 @@ class TrackerSettings:
                    scale_measurement=float(tracking_config.scale_noise)))
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True, eq=False)
 class TrackedObject:
   """One confirmed track in one frame.
 
   Attributes:
-    track_id: the track's number (1, 2, ... in order of confirmation).
-    detection: the frame's raw detection (`postprocess_detections` dict) associated with the track.
-    filtered: the track's filtered pose, in the detection's frame: `location` [3], `quaternion_xyzw` [4],
-      `relative_scale` [3], `keypoints_3d` [9, 3] (centre then corners) and `projected_keypoints_2d` [9, 2]
-      (pixels, the projections of those 9 points).
+    detection: the frame's raw detection associated with the track (its PnP pose), with the track's
+      `track_id` (1, 2, ... in order of confirmation).
+    filtered_pose: the track's filtered pose, in the detection's frame and unit (`keypoints_3d` [9, 3] and
+      `projected_keypoints_2d` [9, 2] pixels are the filtered cuboid's centre and corners).
+    filtered_scale: [3] the track's filtered relative scale.
   """
-  track_id: int
-  detection: dict
-  filtered: dict
+  detection: Detection
+  filtered_pose: Pose
+  filtered_scale: np.ndarray
 
-  def as_detection(self) -> dict:
-    """The raw detection with its pose replaced by the filtered one and a `track_id` (for drawing)."""
-    return dict(self.detection, **self.filtered, track_id=self.track_id)
+  @property
+  def track_id(self) -> int:
+    return self.detection.track_id
+
+  def as_detection(self) -> Detection:
+    """The detection with the track's filtered pose and scale (what a tracked video shows)."""
+    return dataclasses.replace(self.detection, relative_scale=self.filtered_scale, pose=self.filtered_pose)
 
 
 @dataclasses.dataclass
@@ -145,17 +151,14 @@ class Tracker:
     camera_k: [3, 3] intrinsics of the video, pixels.
     fps: frames per second (the filters' time step is 1 / fps per frame).
     keypoint_sigma: standard deviation of a keypoint coordinate in pixels of the video's frames.
-    opencv: the detections' pose frame (`inference.opencv`): True OpenCV, False Objectron OpenGL.
     points_per_corner: keypoints per corner that PnP used (2 for `pnp_keypoints` "displacement+heatmap").
   """
 
-  def __init__(self, settings: TrackerSettings, camera_k, fps, keypoint_sigma, *, opencv=True,
-               points_per_corner=1):
+  def __init__(self, settings: TrackerSettings, camera_k, fps, keypoint_sigma, *, points_per_corner=1):
     self.settings = settings
     self.camera_k = np.asarray(camera_k, dtype=np.float64)
     self.frame_seconds = 1.0 / float(fps)
     self.keypoint_sigma = float(keypoint_sigma)
-    self.opencv = opencv
     self.points_per_corner = points_per_corner
     self.tracks: List[_Track] = []
     self.frames_seen = 0
@@ -170,10 +173,10 @@ class Tracker:
     """
     settings = TrackerSettings.from_config(config.inference.tracking)
     cell = max(frame_shape[:2]) / config.dataset.output_res
-    return cls(settings, camera_k, fps, settings.keypoint_noise * cell, opencv=config.inference.opencv,
+    return cls(settings, camera_k, fps, settings.keypoint_noise * cell,
                points_per_corner=2 if config.inference.pnp_keypoints == "displacement+heatmap" else 1)
 
-  def update(self, frame_index: int, detections: List[dict]) -> List[TrackedObject]:
+  def update(self, frame_index: int, detections: List[Detection]) -> List[TrackedObject]:
     """Advances the tracks to `frame_index` with its detections (each with a pose); returns the frame's
     confirmed, associated tracks in `track_id` order."""
     self.frames_seen += 1
@@ -213,21 +216,24 @@ class Tracker:
         track.track_id = self.next_id
         self.next_id += 1
       if track.track_id is not None:
-        output.append(TrackedObject(track.track_id, detections[detection_index], self._filtered_pose(track)))
+        detection = detections[detection_index]
+        output.append(TrackedObject(dataclasses.replace(detection, track_id=track.track_id),
+                                    self._filtered_pose(track, detection.pose), track.filter.scale.copy()))
     return sorted(output, key=lambda tracked: tracked.track_id)
 
-  def _measurement(self, detection) -> _Measurement:
-    if "quaternion_xyzw" not in detection:
+  def _measurement(self, detection: Detection) -> _Measurement:
+    pose = detection.pose
+    if pose is None:
       raise ValueError("tracking needs each detection's pose (inference.use_pnp)")
-    rotation = geometry.quaternion_to_matrix(detection["quaternion_xyzw"])
-    translation = np.asarray(detection["location"], dtype=np.float64)
-    if not self.opencv:
+    rotation = geometry.quaternion_to_matrix(pose.quaternion_xyzw)
+    translation = np.asarray(pose.location, dtype=np.float64)
+    if not pose.opencv:
       rotation = geometry.rotation_opengl_to_opencv(rotation)
       translation = geometry.opengl_to_opencv(translation)
-    scale = np.asarray(detection["relative_scale"], dtype=np.float64)
+    scale = np.asarray(detection.relative_scale, dtype=np.float64)
     covariance = pose_filter.pnp_covariance(rotation, translation, scale, self.camera_k, self.keypoint_sigma,
                                             self.points_per_corner)
-    hull = _hull(np.asarray(detection["projected_keypoints_2d"])[1:])
+    hull = _hull(np.asarray(pose.projected_keypoints_2d)[1:])
     return _Measurement(rotation, translation, scale, covariance, hull)
 
   def _predicted_hull(self, track) -> np.ndarray:
@@ -280,15 +286,15 @@ class Tracker:
   def _start(self, measurement, frame_index) -> _Track:
     return _Track(filter=self._new_filter(measurement), frame=frame_index, hull=measurement.hull)
 
-  def _filtered_pose(self, track) -> dict:
-    """The track's pose as `TrackedObject.filtered`, in the detections' frame."""
+  def _filtered_pose(self, track, detected: Pose) -> Pose:
+    """The track's pose as `TrackedObject.filtered_pose`, in the frame and unit of its `detected` pose."""
     state = track.filter
     points = geometry.cuboid_vertices(state.scale) @ state.rotation.T + state.translation  # [9, 3] OpenCV
     projected = geometry.project_with_intrinsics(points, self.camera_k)
     rotation, location = state.rotation, state.translation
-    if not self.opencv:
+    if not detected.opencv:
       rotation = geometry.rotation_opencv_to_opengl(rotation)
       location = geometry.opencv_to_opengl(location)
       points = geometry.opencv_to_opengl(points)
-    return {"location": location, "quaternion_xyzw": geometry.matrix_to_quaternion(rotation),
-            "relative_scale": state.scale.copy(), "keypoints_3d": points, "projected_keypoints_2d": projected}
+    return Pose(location=location, quaternion_xyzw=geometry.matrix_to_quaternion(rotation),
+                projected_keypoints_2d=projected, keypoints_3d=points, frame=detected.frame, unit=detected.unit)

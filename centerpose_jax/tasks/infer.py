@@ -33,6 +33,7 @@ from centerpose_jax import errors
 from centerpose_jax.data import augment
 from centerpose_jax.inference import camera as camera_lib
 from centerpose_jax.inference import tracking
+from centerpose_jax.inference.detection import Detection
 from centerpose_jax.inference.draw import draw_detections
 from centerpose_jax.inference.output import prediction_record
 from centerpose_jax.inference.output import tracked_record
@@ -96,8 +97,8 @@ class _Session:
     self.images = 0
     self.detections = 0
 
-  def detect(self, frames_bgr, cameras) -> List[list]:
-    """Detections (see `postprocess_detections`) of each BGR frame, with its `camera.Camera` (None: no PnP)."""
+  def detect(self, frames_bgr, cameras) -> List[List[Detection]]:
+    """Detections (`postprocess_detections`) of each BGR frame, with its `camera.Camera` (None: no PnP)."""
     crops = [augment.letterbox_crop(frame.shape[1], frame.shape[0], input_size=self.input_size)
              for frame in frames_bgr]
     inputs = [augment.make_input(frame, crop, self.input_size, self.config.dataset.mean, self.config.dataset.std)
@@ -125,7 +126,7 @@ class _Session:
 
   def draw(self, frame_bgr, detections, camera):
     return draw_detections(frame_bgr, detections, None if camera is None else camera.matrix,
-                           axis_size=self.settings.axis_size, opencv=self.settings.opencv)
+                           axis_size=self.settings.axis_size)
 
 
 def _batches(items, size) -> Iterator[list]:

@@ -314,8 +314,7 @@ class _Trainer:
     image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
     if image is None:
       return None
-    return draw_detections(image, detections, camera_k, axis_size=self.config.inference.axis_size,
-                           opencv=self.config.evaluate.opencv)
+    return draw_detections(image, detections, camera_k, axis_size=self.config.inference.axis_size)
 
 
 def run(config, workdir: Optional[str] = None, parts: Optional[setup_lib.Setup] = None) -> dict:

@@ -16,6 +16,7 @@ from centerpose_jax.data import object_mesh
 from centerpose_jax.data import procedural_textures
 from centerpose_jax.errors import CenterPoseError
 from centerpose_jax.evaluation import evaluator
+from centerpose_jax.testing import detections
 from tools import make_demo_object
 from tools import render_object_dataset
 
@@ -161,11 +162,7 @@ def test_evaluator_scores_the_ground_truth_as_perfect(clear_frames):
   """Ground truth fed back as relative-scale predictions scores AP 1: the labels are what the evaluator reads."""
   objectron = evaluator.Evaluator(num_symmetry=1)
   for _, annotation, _ in clear_frames:
-    obj = annotation["objects"][0]
-    scale = np.array(obj["scale"])
-    objectron.add_frame([{"projected_points": np.array(obj["projected_cuboid"]),
-                          "point_3d_cam": np.array(obj["keypoints_3d"]) / scale[1], "obj_scale": scale / scale[1],
-                          "score": 0.9}], annotation)
+    objectron.add_frame([detections.from_label(annotation["objects"][0], score=0.9)], annotation)
   results = objectron.finalize()
   assert results["num_matched"] == results["num_gt"] == len(clear_frames)
   assert results["headline"]["3DIoU_AP@0.5"] == pytest.approx(1.0)

@@ -14,6 +14,7 @@ from centerpose_jax.data import synthetic_render
 from centerpose_jax.data import synthetic_shapes
 from centerpose_jax.evaluation import evaluator
 from centerpose_jax.evaluation import metrics
+from centerpose_jax.testing import detections
 from tools import make_synthetic_dataset
 
 WIDTH, HEIGHT = 120, 160
@@ -120,12 +121,7 @@ def test_evaluator_scores_the_ground_truth_as_perfect(frames):
   for tao_compatible in (False, True):
     objectron = evaluator.Evaluator(num_symmetry=1, tao_compatible=tao_compatible)
     for _, _, annotation in frames:
-      predictions = []
-      for obj in annotation["objects"]:
-        scale = np.array(obj["scale"])
-        predictions.append({"projected_points": np.array(obj["projected_cuboid"]),
-                            "point_3d_cam": np.array(obj["keypoints_3d"]) / scale[1],
-                            "obj_scale": scale / scale[1], "score": 0.9})
+      predictions = [detections.from_label(obj, score=0.9) for obj in annotation["objects"]]
       objectron.add_frame(predictions, annotation)
     results = objectron.finalize()
     assert results["num_matched"] == results["num_gt"] > 0

@@ -1,12 +1,14 @@
 """Evaluator parity with TAO (fixtures/tao_reference/evaluator) and the corrected default mode."""
 
 import copy
+import dataclasses
 import json
 
 import numpy as np
 import pytest
 
 from centerpose_jax.evaluation import Evaluator
+from centerpose_jax.testing.detections import from_tao_predictions
 from configs import default
 
 # Fixture names of TAO's mean errors and per-prediction values -> ours.
@@ -29,7 +31,7 @@ def _evaluate(frames, names=None, **settings):
   evaluator = Evaluator(**settings)
   for name, predictions, annotation in frames:
     if names is None or name in names:
-      evaluator.add_frame(predictions, annotation, image_id=name)
+      evaluator.add_frame(from_tao_predictions(predictions), annotation, image_id=name)
   return evaluator.finalize()
 
 
@@ -144,15 +146,17 @@ def test_each_frame_uses_its_own_image_size(frames, tao_compatible):
   wrong_size = copy.deepcopy(large[1])
   wrong_size["camera_data"]["width"], wrong_size["camera_data"]["height"] = 1, 1
   row = Evaluator(tao_compatible=tao_compatible).add_frame(
-      large[0], wrong_size, width=large[1]["camera_data"]["width"], height=large[1]["camera_data"]["height"])
+      from_tao_predictions(large[0]), wrong_size, width=large[1]["camera_data"]["width"],
+      height=large[1]["camera_data"]["height"])
   assert row["predictions"][0]["pixel"] == pytest.approx(small_rows[0]["pixel"], abs=1e-12)
 
 
 def test_predictions_are_not_modified(frames):
   predictions, annotation = _frame(frames, "f01_synth")
-  before = copy.deepcopy(predictions)
-  Evaluator(tao_compatible=True).add_frame(predictions, annotation)
-  assert predictions == before
+  detections = from_tao_predictions(predictions)
+  before = copy.deepcopy(detections)
+  Evaluator(tao_compatible=True).add_frame(detections, annotation)
+  np.testing.assert_equal([dataclasses.asdict(d) for d in detections], [dataclasses.asdict(d) for d in before])
 
 
 def test_missing_visibility_is_treated_as_visible(frames):
@@ -191,3 +195,10 @@ def test_from_config():
   config.evaluate.tao_compatible = True
   evaluator = Evaluator.from_config(config)
   assert (evaluator.num_symmetry, evaluator.tao_compatible, evaluator.use_absolute_scale) == (12, True, False)
+
+
+def test_a_detection_without_a_pose_is_refused(frames):
+  predictions, annotation = _frame(frames, "f01_synth")
+  unposed = dataclasses.replace(from_tao_predictions(predictions)[0], pose=None)
+  with pytest.raises(ValueError, match="pose"):
+    Evaluator().add_frame([unposed], annotation)

@@ -10,6 +10,7 @@ from matplotlib import image as mpimg
 from centerpose_jax.evaluation import Evaluator
 from centerpose_jax.evaluation import metrics
 from centerpose_jax.evaluation import report
+from centerpose_jax.testing.detections import from_tao_predictions
 
 
 @pytest.fixture(scope="module", params=[False, True], ids=["default", "tao"])
@@ -18,7 +19,7 @@ def results(request, tao_reference):
   evaluator = Evaluator(tao_compatible=request.param)
   for entry in json.loads((folder / "predictions.json").read_text()):
     annotation = json.loads((folder / entry["gt_json"]).read_text())
-    evaluator.add_frame(entry["predictions"], annotation, image_id=entry["frame"])
+    evaluator.add_frame(from_tao_predictions(entry["predictions"]), annotation, image_id=entry["frame"])
   return evaluator.finalize()
 
 

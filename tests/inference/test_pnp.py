@@ -35,11 +35,11 @@ def test_matches_tao_including_failures(cases, opencv):
     assert found is not None, label
     kinds_checked.add(case["kind"])
     # Same OpenCV build as the fixtures: every case, EPnP on 4 points included, agrees to ~1e-15.
-    np.testing.assert_allclose(found["location"], expected["location"], rtol=1e-6, atol=1e-9, err_msg=label)
-    assert _quaternion_distance(found["quaternion_xyzw"], expected["quaternion_xyzw"]) < 1e-6, label
-    np.testing.assert_allclose(found["projected_points"], expected["projected_points"], rtol=0, atol=1e-6,
+    np.testing.assert_allclose(found.location, expected["location"], rtol=1e-6, atol=1e-9, err_msg=label)
+    assert _quaternion_distance(found.quaternion_xyzw, expected["quaternion_xyzw"]) < 1e-6, label
+    np.testing.assert_allclose(found.projected_keypoints_2d, expected["projected_points"], rtol=0, atol=1e-6,
                                err_msg=label)
-    np.testing.assert_allclose(found["points_3d"], expected["point_3d_cam"], rtol=1e-6, atol=1e-9, err_msg=label)
+    np.testing.assert_allclose(found.keypoints_3d, expected["point_3d_cam"], rtol=1e-6, atol=1e-9, err_msg=label)
   assert kinds_checked == {"exact", "noisy1px", "noisy4px", "missing2", "missing4_epnp", "sixteen_interleaved",
                            "sixteen_heat_placeholder", "scale_mismatch"}
   failures = {case["kind"] for case in cases if case[expected_key] is None}
@@ -52,17 +52,17 @@ def test_exact_cases_recover_the_generating_pose(cases):
       continue
     found = solve_pnp(np.array(case["points_in"]), np.array(case["K"]), case["scale"], opencv=True)
     pose = case["gt_pose_opencv"]
-    np.testing.assert_allclose(found["location"], pose["t"], atol=1e-9)
-    np.testing.assert_allclose(geometry.quaternion_to_matrix(found["quaternion_xyzw"]), pose["R"], atol=1e-9)
+    np.testing.assert_allclose(found.location, pose["t"], atol=1e-9)
+    np.testing.assert_allclose(geometry.quaternion_to_matrix(found.quaternion_xyzw), pose["R"], atol=1e-9)
 
 
 def test_opengl_pose_is_the_opencv_pose_in_the_objectron_frame(cases):
   case = next(c for c in cases if c["kind"] == "noisy1px")
   args = (np.array(case["points_in"]), np.array(case["K"]), case["scale"])
   cv_pose, gl_pose = solve_pnp(*args, opencv=True), solve_pnp(*args, opencv=False)
-  np.testing.assert_allclose(gl_pose["location"], geometry.opencv_to_opengl(cv_pose["location"]), atol=1e-12)
-  np.testing.assert_allclose(gl_pose["points_3d"], geometry.opencv_to_opengl(cv_pose["points_3d"]), atol=1e-12)
-  np.testing.assert_allclose(gl_pose["projected_points"], cv_pose["projected_points"], atol=1e-12)
+  np.testing.assert_allclose(gl_pose.location, geometry.opencv_to_opengl(cv_pose.location), atol=1e-12)
+  np.testing.assert_allclose(gl_pose.keypoints_3d, geometry.opencv_to_opengl(cv_pose.keypoints_3d), atol=1e-12)
+  np.testing.assert_allclose(gl_pose.projected_keypoints_2d, cv_pose.projected_keypoints_2d, atol=1e-12)
 
 
 def test_sixteen_points_use_vertex_i_over_2(cases):
@@ -72,7 +72,7 @@ def test_sixteen_points_use_vertex_i_over_2(cases):
   interleaved[1::2][:3] = -10000.0  # missing heatmap keypoints are skipped
   eight = solve_pnp(corners, np.array(case["K"]), case["scale"])
   sixteen = solve_pnp(interleaved, np.array(case["K"]), case["scale"])
-  np.testing.assert_allclose(sixteen["location"], eight["location"], atol=1e-9)
+  np.testing.assert_allclose(sixteen.location, eight.location, atol=1e-9)
   with pytest.raises(ValueError, match="8 or 16"):
     solve_pnp(corners[:7], np.array(case["K"]), case["scale"])
 
@@ -97,5 +97,5 @@ def test_non_finite_points_are_skipped(cases):
   reference[[2, 5]] = -10000.0
   found = solve_pnp(points, np.array(case["K"]), case["scale"])
   expected = solve_pnp(reference, np.array(case["K"]), case["scale"])
-  np.testing.assert_array_equal(found["location"], expected["location"])
+  np.testing.assert_array_equal(found.location, expected.location)
   assert solve_pnp(np.full((8, 2), np.inf), np.array(case["K"]), case["scale"]) is None

@@ -101,8 +101,8 @@ def test_pnp_covariance_matches_the_spread_of_pnp_solutions_of_noisy_keypoints()
   samples = []
   for _ in range(400):
     pose = pnp.solve_pnp(keypoints + rng.normal(0, sigma, keypoints.shape), CAMERA_K, SCALE)
-    solved = geometry.quaternion_to_matrix(pose["quaternion_xyzw"])
-    samples.append(np.concatenate([geometry.so3_log(rotation.T @ solved), pose["location"] - translation]))
+    solved = geometry.quaternion_to_matrix(pose.quaternion_xyzw)
+    samples.append(np.concatenate([geometry.so3_log(rotation.T @ solved), pose.location - translation]))
   empirical = np.cov(np.array(samples).T)
 
   predicted = pose_filter.pnp_covariance(rotation, translation, SCALE, CAMERA_K, sigma)

@@ -103,20 +103,20 @@ def test_postprocess_recovers_the_poses(scene, pnp_keypoints):
   decoded, first_px, first_rotation, second_px = scene
   detections = postprocess_detections(decoded, CENTER, SCALE, OUTPUT_SIZE, CAMERA_K, threshold=0.3,
                                       opencv=True, pnp_keypoints=pnp_keypoints)
-  assert [d["id"] for d in detections] == ["object_0", "object_1"]
+  assert [d.id for d in detections] == ["object_0", "object_1"]
   first, second = detections
-  assert first["score"] == pytest.approx(0.9, abs=1e-6)
-  assert second["score"] == pytest.approx(0.5, abs=1e-6)  # no overlap with the first object
-  np.testing.assert_allclose(first["keypoints_2d"], first_px, atol=1e-2)
-  np.testing.assert_allclose(second["keypoints_2d"], second_px, atol=1e-2)
-  np.testing.assert_allclose(first["bbox"], np.concatenate([first_px.min(0), first_px.max(0)]), atol=1e-2)
+  assert first.score == pytest.approx(0.9, abs=1e-6)
+  assert second.score == pytest.approx(0.5, abs=1e-6)  # no overlap with the first object
+  np.testing.assert_allclose(first.keypoints_2d, first_px, atol=1e-2)
+  np.testing.assert_allclose(second.keypoints_2d, second_px, atol=1e-2)
+  np.testing.assert_allclose(first.bbox, np.concatenate([first_px.min(0), first_px.max(0)]), atol=1e-2)
   # float32 grid coordinates limit the pose to ~1e-3 relative.
-  np.testing.assert_allclose(first["location"], [0.3, -0.1, 4.0], atol=5e-3)
-  np.testing.assert_allclose(geometry.quaternion_to_matrix(first["quaternion_xyzw"]), first_rotation, atol=5e-3)
-  np.testing.assert_allclose(second["location"], [-1.2, 0.4, 6.0], atol=1e-2)
-  np.testing.assert_allclose(first["projected_keypoints_2d"][1:], first_px, atol=0.05)
-  assert first["keypoints_3d"].shape == (9, 3)
-  np.testing.assert_allclose(first["relative_scale"], [0.6, 1.0, 0.8], atol=1e-6)
+  np.testing.assert_allclose(first.pose.location, [0.3, -0.1, 4.0], atol=5e-3)
+  np.testing.assert_allclose(geometry.quaternion_to_matrix(first.pose.quaternion_xyzw), first_rotation, atol=5e-3)
+  np.testing.assert_allclose(second.pose.location, [-1.2, 0.4, 6.0], atol=1e-2)
+  np.testing.assert_allclose(first.pose.projected_keypoints_2d[1:], first_px, atol=0.05)
+  assert first.pose.keypoints_3d.shape == (9, 3)
+  np.testing.assert_allclose(first.relative_scale, [0.6, 1.0, 0.8], atol=1e-6)
 
 
 def test_postprocess_opengl_frame_and_no_pnp(scene):
@@ -124,9 +124,9 @@ def test_postprocess_opengl_frame_and_no_pnp(scene):
   args = (decoded, CENTER, SCALE, OUTPUT_SIZE, CAMERA_K)
   cv = postprocess_detections(*args, threshold=0.3, opencv=True)
   gl = postprocess_detections(*args, threshold=0.3, opencv=False)
-  np.testing.assert_allclose(gl[0]["location"], geometry.opencv_to_opengl(cv[0]["location"]), atol=1e-9)
+  np.testing.assert_allclose(gl[0].pose.location, geometry.opencv_to_opengl(cv[0].pose.location), atol=1e-9)
   plain = postprocess_detections(*args, threshold=0.3, opencv=True, use_pnp=False)
-  assert len(plain) == 2 and "location" not in plain[0]
+  assert len(plain) == 2 and plain[0].pose is None
   with pytest.raises(ValueError, match="pnp_keypoints"):
     postprocess_detections(*args, threshold=0.3, opencv=True, pnp_keypoints="heatmap")
 
@@ -136,8 +136,8 @@ def test_postprocess_drops_detections_whose_pnp_fails(scene):
   decoded["kps_displacement_mean"][3, 6:] = -10000.0  # only 3 corners left for the second object
   detections = postprocess_detections(decoded, CENTER, SCALE, OUTPUT_SIZE, CAMERA_K, threshold=0.3,
                                       opencv=True, pnp_keypoints="displacement")
-  assert [d["id"] for d in detections] == ["object_0"]
-  assert detections[0]["score"] == pytest.approx(0.9, abs=1e-6)
+  assert [d.id for d in detections] == ["object_0"]
+  assert detections[0].score == pytest.approx(0.9, abs=1e-6)
 
 
 def test_pnp_keypoints_option_chooses_the_points(scene):
@@ -149,11 +149,11 @@ def test_pnp_keypoints_option_chooses_the_points(scene):
                                   pnp_keypoints=mode)[0]
 
   displacement_only, both = run("displacement"), run("displacement+heatmap")
-  np.testing.assert_allclose(displacement_only["location"], [0.3, -0.1, 4.0], atol=5e-3)
+  np.testing.assert_allclose(displacement_only.pose.location, [0.3, -0.1, 4.0], atol=5e-3)
   # With both kinds the solution sits between them: about half the 12-pixel shift (0.04 m at 4 m, f 600).
-  shift_px = both["projected_keypoints_2d"][0, 0] - displacement_only["projected_keypoints_2d"][0, 0]
+  shift_px = both.pose.projected_keypoints_2d[0, 0] - displacement_only.pose.projected_keypoints_2d[0, 0]
   assert 3.0 < shift_px < 9.0
-  np.testing.assert_allclose(both["keypoints_2d"], displacement_only["keypoints_2d"])  # always displacement
+  np.testing.assert_allclose(both.keypoints_2d, displacement_only.keypoints_2d)  # always displacement
 
 
 def test_postprocess_without_candidates_gives_no_detections(scene):
@@ -174,11 +174,11 @@ def test_a_known_object_height_makes_the_pose_metric(scene):
                                   object_height=0.36)
   factor = 0.36 / 0.5
   for plain, scaled in zip(halved, metric):
-    np.testing.assert_allclose(scaled["location"], geometry.opencv_to_opengl(plain["location"]) * factor, atol=1e-9)
-    np.testing.assert_allclose(scaled["projected_keypoints_2d"], plain["projected_keypoints_2d"], atol=1e-9)
-    height = np.linalg.norm(scaled["keypoints_3d"][3] - scaled["keypoints_3d"][1])
+    np.testing.assert_allclose(scaled.pose.location, geometry.opencv_to_opengl(plain.pose.location) * factor, atol=1e-9)
+    np.testing.assert_allclose(scaled.pose.projected_keypoints_2d, plain.pose.projected_keypoints_2d, atol=1e-9)
+    height = np.linalg.norm(scaled.pose.keypoints_3d[3] - scaled.pose.keypoints_3d[1])
     assert height == pytest.approx(0.36, rel=1e-9)  # the box is 0.36 m high
-  np.testing.assert_allclose(relative[0]["projected_keypoints_2d"][1:], first_px, atol=0.05)
+  np.testing.assert_allclose(relative[0].pose.projected_keypoints_2d[1:], first_px, atol=0.05)
   decoded["obj_scale"][:, 1] = -0.5  # no metric pose for a non-positive predicted height: dropped
   assert postprocess_detections(decoded, CENTER, SCALE, OUTPUT_SIZE, CAMERA_K, threshold=0.3, opencv=True,
                                 object_height=0.36) == []
@@ -228,7 +228,7 @@ def test_training_targets_decode_onto_the_labels_at_a_non_square_input(tmp_path)
     labelled = [np.asarray(obj["projected_cuboid"])[1:] for obj in source[index].annotation["objects"]]
     for detection in detections:
       # The 2D MPE's units: mean corner distance to the nearest labelled object, in image widths / heights.
-      errors.append(min(np.linalg.norm((detection["keypoints_2d"] - corners) / (width, height), axis=1).mean()
+      errors.append(min(np.linalg.norm((detection.keypoints_2d - corners) / (width, height), axis=1).mean()
                         for corners in labelled))
   # Targets are whole grid cells (4 input pixels = 3.75 image pixels here): about 1% of the image.
   assert max(errors) < 0.02, errors

@@ -38,7 +38,7 @@ def _frame_detections(frame, present):
 
 def _ids_by_object(tracked):
   """{"left" or "right": track_id} of a frame's output (the object is told by its x)."""
-  return {("left" if t.detection["location"][0] < 0 else "right"): t.track_id for t in tracked}
+  return {("left" if t.detection.pose.location[0] < 0 else "right"): t.track_id for t in tracked}
 
 
 def test_identities_are_kept_through_a_missed_detection():
@@ -81,18 +81,18 @@ def test_a_new_track_is_reported_after_min_hits_and_a_tentative_one_dies_on_a_mi
 
 @pytest.mark.parametrize("opencv", [True, False])
 def test_noise_free_detections_give_back_their_own_pose_in_their_frame(opencv):
-  tracker = tracking.Tracker(_settings(), CAMERA_K, FPS, keypoint_sigma=1.0, opencv=opencv)
+  tracker = tracking.Tracker(_settings(), CAMERA_K, FPS, keypoint_sigma=1.0)
   for frame in range(10):
     truth = detection(ROTATION, LEFT + frame * DRIFT, opencv=opencv)
     (tracked,) = tracker.update(frame, [truth])
-  filtered = tracked.filtered
-  np.testing.assert_allclose(filtered["location"], truth["location"], atol=1e-4)
-  np.testing.assert_allclose(filtered["keypoints_3d"], truth["keypoints_3d"], atol=1e-4)
-  np.testing.assert_allclose(filtered["projected_keypoints_2d"], truth["projected_keypoints_2d"], atol=0.05)
-  assert geometry.rotation_angle(geometry.quaternion_to_matrix(filtered["quaternion_xyzw"]),
-                                 geometry.quaternion_to_matrix(truth["quaternion_xyzw"])) < 1e-4
+  filtered = tracked.filtered_pose
+  np.testing.assert_allclose(filtered.location, truth.pose.location, atol=1e-4)
+  np.testing.assert_allclose(filtered.keypoints_3d, truth.pose.keypoints_3d, atol=1e-4)
+  np.testing.assert_allclose(filtered.projected_keypoints_2d, truth.pose.projected_keypoints_2d, atol=0.05)
+  assert geometry.rotation_angle(geometry.quaternion_to_matrix(filtered.quaternion_xyzw),
+                                 geometry.quaternion_to_matrix(truth.pose.quaternion_xyzw)) < 1e-4
   drawn = tracked.as_detection()
-  assert drawn["track_id"] == 1 and drawn["location"] is filtered["location"] and drawn["score"] == truth["score"]
+  assert drawn.track_id == 1 and drawn.pose.location is filtered.location and drawn.score == truth.score
 
 
 def test_an_outlier_pose_does_not_move_the_track_but_a_lasting_change_does():
@@ -105,7 +105,7 @@ def test_an_outlier_pose_does_not_move_the_track_but_a_lasting_change_does():
   for frame in range(20):
     rotation = flipped if frame >= 16 else rotations.get(frame, ROTATION)
     (tracked,) = tracker.update(frame, [detection(rotation, LEFT)])
-    filtered = geometry.quaternion_to_matrix(tracked.filtered["quaternion_xyzw"])
+    filtered = geometry.quaternion_to_matrix(tracked.filtered_pose.quaternion_xyzw)
     angles.append(np.rad2deg(geometry.rotation_angle(filtered, ROTATION)))
     assert tracked.track_id == 1
   assert max(angles[:18]) < 0.5  # single and disagreeing outliers are ignored, two agreeing ones too
