@@ -271,8 +271,6 @@ def module_defs(dtype: Any = jnp.float32, conv_impl: str = conv.AUTO, remat: boo
   """The `ModuleDefs` of a network: compute `dtype` (parameters stay float32), convolutions and attention in
   the formulation `conv_impl` (`conv.IMPLS`; "native" exports as ONNX Conv / ConvTranspose), repeated blocks
   rematerialised with `remat` (`train.activation_checkpointing`)."""
-  if conv_impl not in conv.IMPLS:
-    raise ValueError(f"unknown convolution impl {conv_impl!r}; expected one of {conv.IMPLS}")
   formulated = dict(dtype=dtype, conv_impl=conv_impl)
   return ModuleDefs(conv=functools.partial(Conv2d, **formulated),
                     upsample=functools.partial(DepthwiseUpsample, **formulated),

@@ -1,4 +1,4 @@
-"""Tests of the generic export machinery (centerpose_jax/export/onnx.py) on a ResNet-like linen net.
+"""Tests of the generic export machinery (centerpose_jax/export/onnx_export.py) on a ResNet-like linen net.
 
 The net has BatchNorm after every conv and stride-2 projection shortcuts: the structure on which jax2onnx
 0.17.1 writes stale NHWC shape labels that make onnxruntime refuse the file ("Add: Incompatible dimensions").
