@@ -18,6 +18,7 @@ from centerpose_jax.models import conv
 from centerpose_jax.models import convgru
 from centerpose_jax.models import dla
 from centerpose_jax.models import heads as heads_lib
+from centerpose_jax.models import layers
 from centerpose_jax.models import neck
 from centerpose_jax.models import registry
 from centerpose_jax.models import tiny
@@ -45,6 +46,8 @@ class CenterPose(nn.Module):
       that exports to ONNX Conv / ConvTranspose.
     activation_checkpointing: rematerialise the backbone's blocks (DLA34's BasicBlocks, FAN's ConvNeXt and FAN
       blocks) in the backward pass instead of keeping their activations (`train.activation_checkpointing`).
+
+  These three are resolved once, into the `layers.ModuleDefs` every part of the network builds its layers from.
   """
   model_type: str = "DLA34"
   head_conv: int = 256
@@ -58,7 +61,7 @@ class CenterPose(nn.Module):
   conv_impl: str = conv.AUTO
   activation_checkpointing: bool = False
 
-  def _dla_features(self, x, train: bool):
+  def _dla_features(self, x, train: bool, defs: layers.ModuleDefs):
     """DLA34 backbone + DLAUp + IDAUp: [B, H, W, 3] -> [B, H / down_ratio, W / down_ratio, C]."""
     if self.down_ratio not in (2, 4, 8, 16):
       raise ValueError(f"DLA34 supports down_ratio 2, 4, 8 or 16, got {self.down_ratio}")
@@ -69,27 +72,24 @@ class CenterPose(nn.Module):
     if self.out_channel not in (0, channels[first_level]):
       raise ValueError(f"out_channel must be 0 or {channels[first_level]} (TAO's heads take the width of "
                        f"level {first_level}), got {self.out_channel}")
-    levels = dla.DLA34(channels, self.dtype, self.conv_impl, self.activation_checkpointing, name="base")(
-        x, train)
+    levels = dla.DLA34(channels, defs, name="base")(x, train)
     level_channels = channels[first_level:]
-    maps = neck.DLAUp(first_level, level_channels, [2**i for i in range(len(level_channels))], self.dtype,
-                      self.conv_impl, name="dla_up")(levels, train)
+    maps = neck.DLAUp(first_level, level_channels, [2**i for i in range(len(level_channels))], defs,
+                      name="dla_up")(levels, train)
     count = self.last_level - first_level
-    maps = neck.IDAUp(channels[first_level], [2**i for i in range(count)], self.dtype, self.conv_impl,
-                      name="ida_up")(maps[:count], 0, count, train)
+    maps = neck.IDAUp(channels[first_level], [2**i for i in range(count)], defs, name="ida_up")(
+        maps[:count], 0, count, train)
     return maps[-1]
 
-  def _fan_features(self, x, train: bool):
+  def _fan_features(self, x, train: bool, defs: layers.ModuleDefs):
     """FAN backbone + IDAUp: [B, H, W, 3] -> [B, H / 4, W / 4, 128]."""
     from centerpose_jax.models import fan  # pylint: disable=g-import-not-at-top
     if self.down_ratio != 4:
       raise ValueError(f"FAN backbones output stride 4; down_ratio must be 4, got {self.down_ratio}")
     if self.width_multiplier != 1.0:
       raise ValueError("model.backbone.width_multiplier applies to DLA34 only")
-    pyramid = fan.FANBackbone(model_type=self.model_type, dtype=self.dtype, conv_impl=self.conv_impl,
-                              remat=self.activation_checkpointing, name="base")(x, train)
-    maps = neck.IDAUp(FAN_NECK_CHANNELS, [1, 2, 4, 8], self.dtype, self.conv_impl, name="ida_up")(
-        pyramid, 0, len(pyramid), train)
+    pyramid = fan.FANBackbone(self.model_type, defs, name="base")(x, train)
+    maps = neck.IDAUp(FAN_NECK_CHANNELS, [1, 2, 4, 8], defs, name="ida_up")(pyramid, 0, len(pyramid), train)
     return maps[-1]
 
   @nn.compact
@@ -109,16 +109,17 @@ class CenterPose(nn.Module):
     if x.shape[1] % INPUT_DIVISOR or x.shape[2] % INPUT_DIVISOR:
       raise ValueError(f"input height and width must be multiples of {INPUT_DIVISOR}, got {x.shape[1:3]}")
     x = x.astype(self.dtype)
+    defs = layers.module_defs(self.dtype, self.conv_impl, self.activation_checkpointing)
     family = registry.backbone(self.model_type).family
     if family == registry.DLA:
-      features = self._dla_features(x, train)
+      features = self._dla_features(x, train, defs)
     elif family == registry.FAN:
-      features = self._fan_features(x, train)
+      features = self._fan_features(x, train, defs)
     else:
       raise ValueError(f"{self.model_type!r} is not a CenterPose backbone (use `create_model`)")
 
     if self.use_convGRU:
-      states = convgru.ConvGRU(features.shape[-1], self.dtype, self.conv_impl, name="convGRU")(features)
+      states = convgru.ConvGRU(features.shape[-1], defs, name="convGRU")(features)
       inputs = {head: states[step] for head, step in heads_lib.GRU_STEP_OF_HEAD.items()}
     else:
       inputs = {head: features for head in heads_lib.HEADS}
@@ -127,10 +128,10 @@ class CenterPose(nn.Module):
     for head, classes in heads_lib.HEADS.items():
       heatmap = heads_lib.is_heatmap(head)
       if self.head_conv > 0:
-        layer = heads_lib.Head(classes, self.head_conv, self.final_kernel, self.use_convGRU, heatmap,
-                               self.dtype, self.conv_impl, name=head)
+        layer = heads_lib.Head(classes, self.head_conv, self.final_kernel, self.use_convGRU, heatmap, defs,
+                               name=head)
       else:
-        layer = heads_lib.final_conv(classes, self.final_kernel, heatmap, self.dtype, head, self.conv_impl)
+        layer = heads_lib.final_conv(defs, classes, self.final_kernel, heatmap, head)
       outputs[head] = layer(inputs[head]).astype(jnp.float32)
     return outputs
 

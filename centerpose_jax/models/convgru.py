@@ -4,12 +4,11 @@ Its three hidden states feed three groups of heads (sequential feature associati
 tensors `br, bz, bin, bhn` are not parameters and are dropped; unlike TAO's module, any input size works.
 """
 
-from typing import Any, List
+from typing import List
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from centerpose_jax.models import conv
 from centerpose_jax.models import layers
 
 GRU_STEPS = 3
@@ -25,22 +24,19 @@ class ConvGRUCell(nn.Module):
 
   Attributes:
     features: hidden channels (64 for DLA34, 128 for FAN).
-    dtype: compute dtype.
-    conv_impl: formulation of the convs (`conv.IMPLS`).
+    defs: the layer constructors (its convs).
   """
   features: int
-  dtype: Any = jnp.float32
-  conv_impl: str = conv.AUTO
+  defs: layers.ModuleDefs = layers.ModuleDefs()
 
   @nn.compact
   def __call__(self, x) -> List[jnp.ndarray]:
     """x: [B, H, W, C] -> the GRU_STEPS hidden states, each [B, H, W, features]."""
-    def conv(name, use_bias):
-      return layers.Conv2d(self.features, 3, padding=1, use_bias=use_bias, dtype=self.dtype,
-                           conv_impl=self.conv_impl, name=name)
+    def conv3x3(name, use_bias):
+      return self.defs.conv(self.features, 3, padding=1, use_bias=use_bias, name=name)
 
-    x_r, x_z, x_n = (conv(name, True)(x) for name in ("Wir", "Wiz", "Win"))
-    h_r, h_z, h_n = (conv(name, False) for name in ("Whr", "Whz", "Whn"))
+    x_r, x_z, x_n = (conv3x3(name, True)(x) for name in ("Wir", "Wiz", "Win"))
+    h_r, h_z, h_n = (conv3x3(name, False) for name in ("Whr", "Whz", "Whn"))
     h = (1 - nn.sigmoid(x_z)) * jnp.tanh(x_n)
     states = [h]
     for _ in range(GRU_STEPS - 1):
@@ -55,10 +51,9 @@ class ConvGRUCell(nn.Module):
 class ConvGRU(nn.Module):
   """TAO's `ConvGRU(C, [C], 3, step=3, effective_step=[0, 1, 2])`: a single cell named `cell0`."""
   features: int
-  dtype: Any = jnp.float32
-  conv_impl: str = conv.AUTO  # formulation of the convs (`conv.IMPLS`)
+  defs: layers.ModuleDefs = layers.ModuleDefs()
 
   @nn.compact
   def __call__(self, x) -> List[jnp.ndarray]:
     """x: [B, H, W, C] -> [h1, h2, h3], each [B, H, W, features]."""
-    return ConvGRUCell(self.features, self.dtype, self.conv_impl, name="cell0")(x)
+    return ConvGRUCell(self.features, self.defs, name="cell0")(x)

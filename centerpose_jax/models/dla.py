@@ -9,12 +9,11 @@ to its inner Tree, which overwrites it with its own projection, so TAO's `base.l
 parameters) never affect the output. They are not built here; the converter lists them as unused keys.
 """
 
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from centerpose_jax.models import conv
 from centerpose_jax.models import layers
 
 DLA34_CHANNELS = (16, 32, 64, 128, 256, 512)  # level0 ... level5, strides 1, 2, 4, 8, 16, 32.
@@ -37,15 +36,14 @@ class ConvBatchNorm(nn.Module):
   kernel_size: int
   stride: int = 1
   relu: bool = True
-  dtype: Any = jnp.float32
-  conv_impl: str = conv.AUTO  # formulation of the convs (`conv.IMPLS`)
+  defs: layers.ModuleDefs = layers.ModuleDefs()
 
   @nn.compact
   def __call__(self, x, train: bool):
     """x: [B, H, W, C] -> [B, H / stride, W / stride, features]."""
-    x = layers.Conv2d(self.features, self.kernel_size, self.stride, self.kernel_size // 2, use_bias=False,
-                      dtype=self.dtype, conv_impl=self.conv_impl, name="0")(x)
-    x = layers.batch_norm(train, self.dtype, "1")(x)
+    x = self.defs.conv(self.features, self.kernel_size, self.stride, self.kernel_size // 2, use_bias=False,
+                       name="0")(x)
+    x = self.defs.batch_norm(use_running_average=not train, name="1")(x)
     return nn.relu(x) if self.relu else x
 
 
@@ -53,34 +51,30 @@ class BasicBlock(nn.Module):
   """relu(bn2(conv2(relu(bn1(conv1(x))))) + residual); conv1 has the stride, residual defaults to x."""
   features: int
   stride: int = 1
-  dtype: Any = jnp.float32
-  conv_impl: str = conv.AUTO  # formulation of the convs (`conv.IMPLS`)
+  defs: layers.ModuleDefs = layers.ModuleDefs()
 
   @nn.compact
   def __call__(self, x, train: bool, residual: Optional[jnp.ndarray] = None):
     """x: [B, H, W, C] -> [B, H / stride, W / stride, features]; residual has the output's shape."""
     residual = x if residual is None else residual
-    y = layers.Conv2d(self.features, 3, self.stride, 1, use_bias=False, dtype=self.dtype, conv_impl=self.conv_impl,
-                      name="conv1")(x)
-    y = nn.relu(layers.batch_norm(train, self.dtype, "bn1")(y))
-    y = layers.Conv2d(self.features, 3, 1, 1, use_bias=False, dtype=self.dtype, conv_impl=self.conv_impl,
-                      name="conv2")(y)
-    y = layers.batch_norm(train, self.dtype, "bn2")(y)
+    y = self.defs.conv(self.features, 3, self.stride, 1, use_bias=False, name="conv1")(x)
+    y = nn.relu(self.defs.batch_norm(use_running_average=not train, name="bn1")(y))
+    y = self.defs.conv(self.features, 3, 1, 1, use_bias=False, name="conv2")(y)
+    y = self.defs.batch_norm(use_running_average=not train, name="bn2")(y)
     return nn.relu(y + residual)
 
 
 class Root(nn.Module):
   """relu(bn(conv1x1(concat(children)))): aggregates a Tree's children (no residual, as TAO's DLA34)."""
   features: int
-  dtype: Any = jnp.float32
-  conv_impl: str = conv.AUTO  # formulation of the convs (`conv.IMPLS`)
+  defs: layers.ModuleDefs = layers.ModuleDefs()
 
   @nn.compact
   def __call__(self, children: Sequence[jnp.ndarray], train: bool):
     """children: maps [B, H, W, C_i], concatenated in the given order -> [B, H, W, features]."""
     x = jnp.concatenate(children, axis=-1)
-    x = layers.Conv2d(self.features, 1, use_bias=False, dtype=self.dtype, conv_impl=self.conv_impl, name="conv")(x)
-    return nn.relu(layers.batch_norm(train, self.dtype, "bn")(x))
+    x = self.defs.conv(self.features, 1, use_bias=False, name="conv")(x)
+    return nn.relu(self.defs.batch_norm(use_running_average=not train, name="bn")(x))
 
 
 class Tree(nn.Module):
@@ -97,17 +91,13 @@ class Tree(nn.Module):
     features: output channels.
     stride: 1 or 2 (conv1 of the first block; the residual path max-pools).
     level_root: whether the pooled input feeds the root.
-    dtype: compute dtype.
-    conv_impl: formulation of the convs (`conv.IMPLS`).
-    remat: rematerialise the BasicBlocks in the backward pass (`layers.checkpointed`).
+    defs: the layer constructors; `defs.remat` wraps the BasicBlocks.
   """
   levels: int
   features: int
   stride: int = 1
   level_root: bool = False
-  dtype: Any = jnp.float32
-  conv_impl: str = conv.AUTO
-  remat: bool = False
+  defs: layers.ModuleDefs = layers.ModuleDefs()
 
   @nn.compact
   def __call__(self, x, train: bool, children: Sequence[jnp.ndarray] = ()):
@@ -115,18 +105,15 @@ class Tree(nn.Module):
     bottom = layers.max_pool(x, self.stride) if self.stride > 1 else x
     children = list(children) + ([bottom] if self.level_root else [])
     if self.levels > 1:
-      x1 = Tree(self.levels - 1, self.features, self.stride, dtype=self.dtype, conv_impl=self.conv_impl,
-                remat=self.remat, name="tree1")(x, train)
-      return Tree(self.levels - 1, self.features, dtype=self.dtype, conv_impl=self.conv_impl, remat=self.remat,
-                  name="tree2")(x1, train, children=children + [x1])
+      x1 = Tree(self.levels - 1, self.features, self.stride, defs=self.defs, name="tree1")(x, train)
+      return Tree(self.levels - 1, self.features, defs=self.defs, name="tree2")(x1, train, children=children + [x1])
     residual = bottom
     if x.shape[-1] != self.features:
-      residual = ConvBatchNorm(self.features, 1, relu=False, dtype=self.dtype, conv_impl=self.conv_impl,
-                               name="project")(bottom, train)
-    block = layers.checkpointed(BasicBlock, self.remat, static_argnums=(2,))
-    x1 = block(self.features, self.stride, self.dtype, self.conv_impl, name="tree1")(x, train, residual)
-    x2 = block(self.features, 1, self.dtype, self.conv_impl, name="tree2")(x1, train)
-    return Root(self.features, self.dtype, self.conv_impl, name="root")([x2, x1, *children], train)
+      residual = ConvBatchNorm(self.features, 1, relu=False, defs=self.defs, name="project")(bottom, train)
+    block = self.defs.remat(BasicBlock, static_argnums=(2,))
+    x1 = block(self.features, self.stride, self.defs, name="tree1")(x, train, residual)
+    x2 = block(self.features, 1, self.defs, name="tree2")(x1, train)
+    return Root(self.features, self.defs, name="root")([x2, x1, *children], train)
 
 
 class DLA34(nn.Module):
@@ -134,29 +121,23 @@ class DLA34(nn.Module):
 
   Attributes:
     channels: channels of level0 ... level5 (`dla34_channels()`).
-    dtype: compute dtype; parameters stay float32.
-    conv_impl: formulation of the convs (`conv.IMPLS`).
-    remat: rematerialise every BasicBlock in the backward pass (`layers.checkpointed`).
+    defs: the layer constructors (compute dtype, convolutions' formulation, BasicBlocks' rematerialisation).
   """
   channels: Sequence[int] = DLA34_CHANNELS
-  dtype: Any = jnp.float32
-  conv_impl: str = conv.AUTO
-  remat: bool = False
+  defs: layers.ModuleDefs = layers.ModuleDefs()
 
   @nn.compact
   def __call__(self, x, train: bool) -> List[jnp.ndarray]:
     """x: [B, H, W, 3], H and W divisible by 32 -> the six level outputs, level i [B, H / 2^i, W / 2^i,
     channels[i]]."""
     c = self.channels
-    x = ConvBatchNorm(c[0], 7, dtype=self.dtype, conv_impl=self.conv_impl, name="base_layer")(
-        x.astype(self.dtype), train)
+    x = ConvBatchNorm(c[0], 7, defs=self.defs, name="base_layer")(x, train)
     outputs = []
-    x = ConvBatchNorm(c[0], 3, dtype=self.dtype, conv_impl=self.conv_impl, name="level0")(x, train)
+    x = ConvBatchNorm(c[0], 3, defs=self.defs, name="level0")(x, train)
     outputs.append(x)
-    x = ConvBatchNorm(c[1], 3, stride=2, dtype=self.dtype, conv_impl=self.conv_impl, name="level1")(x, train)
+    x = ConvBatchNorm(c[1], 3, stride=2, defs=self.defs, name="level1")(x, train)
     outputs.append(x)
     for i, tree_levels in enumerate(DLA34_TREE_LEVELS, start=2):
-      x = Tree(tree_levels, c[i], stride=2, level_root=i > 2, dtype=self.dtype, conv_impl=self.conv_impl,
-               remat=self.remat, name=f"level{i}")(x, train)
+      x = Tree(tree_levels, c[i], stride=2, level_root=i > 2, defs=self.defs, name=f"level{i}")(x, train)
       outputs.append(x)
     return outputs

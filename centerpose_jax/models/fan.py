@@ -14,15 +14,15 @@ Everything is NHWC; token sequences are [B, N, C] with N = H * W flattened row-m
 PyTorch's `flatten(2).transpose(1, 2)` of the NCHW map.
 """
 
+import functools
 import math
-from typing import Any, NamedTuple, Sequence, Tuple
+from typing import NamedTuple, Sequence, Tuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from centerpose_jax.models import conv
 from centerpose_jax.models import convnext
 from centerpose_jax.models import layers
 
@@ -51,23 +51,6 @@ BLOCK_NORM_EPS = 1e-6  # FAN and class-attention norm1/norm2.
 TORCH_NORM_EPS = 1e-5  # PyTorch nn.LayerNorm default: norm_v, out_norm*.
 # FAN's DWConv init: N(0, sqrt(2 / fan_out)) with fan_out = k * k * C / groups = 9.
 DWCONV_INIT = nn.initializers.normal(math.sqrt(2.0 / 9.0))
-
-
-def cpu_attention(q, k, v):
-  """`jax.nn.dot_product_attention` (softmax over the keys) in the form fastest on XLA:CPU: q [B, Nq, h, d],
-  k and v [B, Nk, h, d] -> [B, Nq, h, d].
-
-  exp(q k^T / sqrt(d) - max) v, divided by the exponentials' sum afterwards (one pass less over the
-  [B, h, Nq, Nk] weights than normalising them first), with v head-major so that each head's product is one
-  plain matrix product: 1.3-1.5x faster forward and up to 1.8x faster backward on XLA:CPU at FAN's 1024 tokens
-  (docs/benchmarks.md). Other platforms keep `jax.nn.dot_product_attention` (cuDNN's fused kernels on GPUs).
-  """
-  scale = jnp.asarray(q.shape[-1] ** -0.5, q.dtype)
-  logits = jnp.einsum("bqhd,bkhd->bhqk", q * scale, k, preferred_element_type=jnp.float32)
-  weights = jnp.exp(logits - jax.lax.stop_gradient(logits.max(axis=-1, keepdims=True)))
-  out = jnp.einsum("bhqk,bhkd->bhqd", weights.astype(v.dtype), jnp.moveaxis(v, 2, 1),
-                   preferred_element_type=jnp.float32)
-  return jnp.moveaxis(out / weights.sum(axis=-1, keepdims=True), 1, 2).astype(v.dtype)
 
 
 def fourier_position_features(height: int, width: int) -> np.ndarray:
@@ -99,24 +82,20 @@ def fourier_position_features(height: int, width: int) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------------------
-# ConvNeXt stem (`patch_embed.backbone`)
+# Patch embedding (ConvNeXt stem + projection) and position encoding
 
 
 class HybridEmbed(nn.Module):
   """`patch_embed`: ConvNeXt features, then a 2x2 patch projection to E-wide tokens at stride 16."""
   embed_dim: int
   convnext_depths: Tuple[int, int]
-  dtype: Any = jnp.float32
-  conv_impl: str = conv.AUTO  # formulation of the convs (`conv.IMPLS`)
-  remat: bool = False  # rematerialise each block in the backward pass (`layers.checkpointed`)
+  defs: layers.ModuleDefs = layers.ModuleDefs()
 
   @nn.compact
   def __call__(self, x):
     """x: [B, H, W, 3] -> (tokens [B, H/16 * W/16, E], [p0 [B, H/4, W/4, 128], p1 [B, H/8, W/8, 256]])."""
-    features = convnext.ConvNeXtFANBackbone(self.convnext_depths, self.dtype, self.conv_impl, self.remat,
-                                   name="backbone")(x)
-    maps = layers.Conv2d(self.embed_dim, 2, stride=2, dtype=self.dtype, conv_impl=self.conv_impl,
-                         name="proj")(features[-1])
+    features = convnext.ConvNeXt(self.convnext_depths, self.defs, name="backbone")(x)
+    maps = self.defs.conv(self.embed_dim, 2, stride=2, name="proj")(features[-1])
     batch, height, width, channels = maps.shape
     return maps.reshape(batch, height * width, channels), features
 
@@ -124,15 +103,13 @@ class HybridEmbed(nn.Module):
 class PositionalEncodingFourier(nn.Module):
   """`pos_embed`: Fourier features of the token grid, projected by a 1x1 conv to E channels."""
   embed_dim: int
-  dtype: Any = jnp.float32
-  conv_impl: str = conv.AUTO  # formulation of the conv (`conv.IMPLS`)
+  defs: layers.ModuleDefs = layers.ModuleDefs()
 
   @nn.compact
   def __call__(self, height: int, width: int):
     """Returns [1, height * width, E] for a height x width token grid (any size)."""
     features = jnp.asarray(fourier_position_features(height, width))[None]
-    pos = layers.Conv2d(self.embed_dim, 1, dtype=self.dtype, conv_impl=self.conv_impl,
-                        name="token_projection")(features)
+    pos = self.defs.conv(self.embed_dim, 1, name="token_projection")(features)
     return pos.reshape(1, height * width, self.embed_dim)
 
 
@@ -144,53 +121,50 @@ class TokenMixing(nn.Module):
   """Multi-head self-attention: `q` E -> E, `kv` E -> 2E (k = first E outputs, v = last E), `proj`."""
   dim: int
   num_heads: int
-  dtype: Any = jnp.float32
-  conv_impl: str = conv.AUTO  # "auto": `cpu_attention` on the CPU, `jax.nn.dot_product_attention` elsewhere
+  defs: layers.ModuleDefs = layers.ModuleDefs()  # `defs.attention`: `layers.attention` of the formulation
 
   @nn.compact
   def __call__(self, x):
     """x: [B, N, E] -> [B, N, E]."""
     batch, tokens, _ = x.shape
     head_dim = self.dim // self.num_heads
-    q = layers.dense(self.dim, self.dtype, "q")(x).reshape(batch, tokens, self.num_heads, head_dim)
-    kv = layers.dense(2 * self.dim, self.dtype, "kv")(x)
+    q = self.defs.dense(self.dim, name="q")(x).reshape(batch, tokens, self.num_heads, head_dim)
+    kv = self.defs.dense(2 * self.dim, name="kv")(x)
     kv = kv.reshape(batch, tokens, 2, self.num_heads, head_dim)
-    out = conv.per_platform(jax.nn.dot_product_attention, cpu_attention, self.conv_impl, q, kv[:, :, 0],
-                            kv[:, :, 1])
-    return layers.dense(self.dim, self.dtype, "proj")(out.reshape(batch, tokens, self.dim))
+    out = self.defs.attention(q, kv[:, :, 0], kv[:, :, 1])
+    return self.defs.dense(self.dim, name="proj")(out.reshape(batch, tokens, self.dim))
 
 
 class DWConv(nn.Module):
   """`dwconv`: depthwise 3x3 conv, GELU, BatchNorm, depthwise 3x3 conv on the token grid."""
-  dtype: Any = jnp.float32
-  conv_impl: str = conv.AUTO  # formulation of the convs (`conv.IMPLS`)
+  defs: layers.ModuleDefs = layers.ModuleDefs()
 
   @nn.compact
   def __call__(self, x, height: int, width: int, train: bool):
     """x: [B, N, C] tokens of a height x width grid -> [B, N, C]."""
     batch, tokens, channels = x.shape
+    depthwise = functools.partial(self.defs.conv, channels, 3, padding=1, groups=channels, kernel_init=DWCONV_INIT,
+                                  bias_init=nn.initializers.zeros)
     y = x.reshape(batch, height, width, channels)
-    y = layers.gelu(layers.DepthwiseConv2d(3, DWCONV_INIT, self.dtype, self.conv_impl, name="conv1")(y))
-    y = layers.batch_norm(train, self.dtype, "bn")(y)
-    y = layers.DepthwiseConv2d(3, DWCONV_INIT, self.dtype, self.conv_impl, name="conv2")(y)
+    y = layers.gelu(depthwise(name="conv1")(y))
+    y = self.defs.batch_norm(use_running_average=not train, name="bn")(y)
+    y = depthwise(name="conv2")(y)
     return y.reshape(batch, tokens, channels)
 
 
 class DWConvMlp(nn.Module):
   """`mlp_v` (FAN's Mlp): fc1 E -> 4E, a + gamma * DWConv(a), fc2 4E -> E. No activation outside DWConv."""
   dim: int
-  dtype: Any = jnp.float32
-  conv_impl: str = conv.AUTO  # formulation of the convs (`conv.IMPLS`)
+  defs: layers.ModuleDefs = layers.ModuleDefs()
 
   @nn.compact
   def __call__(self, x, height: int, width: int, train: bool):
     """x: [B, N, E] -> [B, N, E]."""
     hidden = layers.MLP_RATIO * self.dim
     gamma = self.param("gamma", nn.initializers.ones, (hidden,))
-    a = layers.dense(hidden, self.dtype, "fc1")(x)
-    a = a + gamma.astype(a.dtype) * DWConv(self.dtype, self.conv_impl, name="dwconv")(
-        a, height, width, train)
-    return layers.dense(self.dim, self.dtype, "fc2")(a)
+    a = self.defs.dense(hidden, name="fc1")(x)
+    a = a + gamma.astype(a.dtype) * DWConv(self.defs, name="dwconv")(a, height, width, train)
+    return self.defs.dense(self.dim, name="fc2")(a)
 
 
 class ChannelProcessing(nn.Module):
@@ -202,8 +176,7 @@ class ChannelProcessing(nn.Module):
   """
   dim: int
   num_heads: int
-  dtype: Any = jnp.float32
-  conv_impl: str = conv.AUTO  # formulation of the convs (`conv.IMPLS`)
+  defs: layers.ModuleDefs = layers.ModuleDefs()
 
   @nn.compact
   def __call__(self, x, height: int, width: int, train: bool):
@@ -211,13 +184,13 @@ class ChannelProcessing(nn.Module):
     batch, tokens, _ = x.shape
     head_dim = self.dim // self.num_heads
     temperature = self.param("temperature", nn.initializers.ones, (self.num_heads, 1, 1))
-    q = layers.dense(self.dim, self.dtype, "q")(x)
+    q = self.defs.dense(self.dim, name="q")(x)
     q = jax.nn.softmax(q.reshape(batch, tokens, self.num_heads, head_dim).astype(jnp.float32), axis=1)
     k = jax.nn.softmax(x.reshape(batch, tokens, self.num_heads, head_dim).astype(jnp.float32), axis=1)
     gate = jax.nn.sigmoid(jnp.einsum("bnhd,bnh->bhd", q, k.mean(axis=-1)))
     gate = (gate * temperature[:, :, 0]).reshape(batch, 1, self.dim)
-    v = DWConvMlp(self.dim, self.dtype, self.conv_impl, name="mlp_v")(x, height, width, train)
-    v = layers.layer_norm(TORCH_NORM_EPS, self.dtype, "norm_v")(v)
+    v = DWConvMlp(self.dim, self.defs, name="mlp_v")(x, height, width, train)
+    v = self.defs.layer_norm(epsilon=TORCH_NORM_EPS, name="norm_v")(v)
     return gate.astype(v.dtype) * v
 
 
@@ -226,21 +199,19 @@ class FANBlock(nn.Module):
   dim: int
   num_heads: int
   drop_path_rate: float = DROP_PATH_RATE
-  dtype: Any = jnp.float32
-  conv_impl: str = conv.AUTO  # formulation of the convs (`conv.IMPLS`)
+  defs: layers.ModuleDefs = layers.ModuleDefs()
 
   @nn.compact
   def __call__(self, x, height: int, width: int, train: bool):
     """x: [B, N, E] tokens of a height x width grid -> [B, N, E]."""
     gamma1 = self.param("gamma1", nn.initializers.ones, (self.dim,))
     gamma2 = self.param("gamma2", nn.initializers.ones, (self.dim,))
-    # timm DropPath: one keep/drop draw per sample, kept samples scaled by 1 / (1 - rate).
-    drop_path = nn.Dropout(self.drop_path_rate, broadcast_dims=(1, 2))
-    y = TokenMixing(self.dim, self.num_heads, self.dtype, self.conv_impl, name="attn")(
-        layers.layer_norm(BLOCK_NORM_EPS, self.dtype, "norm1")(x))
+    drop_path = layers.drop_path(self.drop_path_rate)
+    y = TokenMixing(self.dim, self.num_heads, self.defs, name="attn")(
+        self.defs.layer_norm(epsilon=BLOCK_NORM_EPS, name="norm1")(x))
     x = x + drop_path(gamma1.astype(y.dtype) * y, deterministic=not train)
-    y = ChannelProcessing(self.dim, self.num_heads, self.dtype, self.conv_impl, name="mlp")(
-        layers.layer_norm(BLOCK_NORM_EPS, self.dtype, "norm2")(x), height, width, train)
+    y = ChannelProcessing(self.dim, self.num_heads, self.defs, name="mlp")(
+        self.defs.layer_norm(epsilon=BLOCK_NORM_EPS, name="norm2")(x), height, width, train)
     return x + drop_path(gamma2.astype(y.dtype) * y, deterministic=not train)
 
 
@@ -250,18 +221,15 @@ class FANBlocks(nn.Module):
   num_heads: int
   depth: int
   tap_index: int
-  dtype: Any = jnp.float32
-  conv_impl: str = conv.AUTO  # formulation of the convs (`conv.IMPLS`)
-  remat: bool = False  # rematerialise each block in the backward pass (`layers.checkpointed`)
+  defs: layers.ModuleDefs = layers.ModuleDefs()  # `defs.remat` wraps each block
 
   @nn.compact
   def __call__(self, x, height: int, width: int, train: bool):
     """x: [B, N, E] -> (output of block `tap_index`, output of the last block), both [B, N, E]."""
     tap = None
-    block_class = layers.checkpointed(FANBlock, self.remat, static_argnums=(2, 3, 4))
+    block = self.defs.remat(FANBlock, static_argnums=(2, 3, 4))
     for i in range(self.depth):
-      block = block_class(self.dim, self.num_heads, dtype=self.dtype, conv_impl=self.conv_impl, name=str(i))
-      x = block(x, height, width, train)
+      x = block(self.dim, self.num_heads, defs=self.defs, name=str(i))(x, height, width, train)
       if i == self.tap_index:
         tap = x
     return tap, x
@@ -275,28 +243,17 @@ class ClassAttn(nn.Module):
   """CaiT class attention: the query comes from token 0 only. x: [B, 1 + N, E] -> [B, 1, E]."""
   dim: int
   num_heads: int
-  dtype: Any = jnp.float32
+  defs: layers.ModuleDefs = layers.ModuleDefs()
 
   @nn.compact
   def __call__(self, x):
     batch, tokens, _ = x.shape
     head_dim = self.dim // self.num_heads
-    q = layers.dense(self.dim, self.dtype, "q")(x[:, :1]).reshape(batch, 1, self.num_heads, head_dim)
-    k = layers.dense(self.dim, self.dtype, "k")(x).reshape(batch, tokens, self.num_heads, head_dim)
-    v = layers.dense(self.dim, self.dtype, "v")(x).reshape(batch, tokens, self.num_heads, head_dim)
+    q = self.defs.dense(self.dim, name="q")(x[:, :1]).reshape(batch, 1, self.num_heads, head_dim)
+    k = self.defs.dense(self.dim, name="k")(x).reshape(batch, tokens, self.num_heads, head_dim)
+    v = self.defs.dense(self.dim, name="v")(x).reshape(batch, tokens, self.num_heads, head_dim)
     out = jax.nn.dot_product_attention(q, k, v).reshape(batch, 1, self.dim)
-    return layers.dense(self.dim, self.dtype, "proj")(out)
-
-
-class Mlp(nn.Module):
-  """timm Mlp: fc1 E -> 4E, GELU, fc2 4E -> E."""
-  dim: int
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x):
-    x = layers.dense(layers.MLP_RATIO * self.dim, self.dtype, "fc1")(x)
-    return layers.dense(self.dim, self.dtype, "fc2")(layers.gelu(x))
+    return self.defs.dense(self.dim, name="proj")(out)
 
 
 class ClassAttentionBlock(nn.Module):
@@ -307,18 +264,18 @@ class ClassAttentionBlock(nn.Module):
   """
   dim: int
   num_heads: int
-  dtype: Any = jnp.float32
+  defs: layers.ModuleDefs = layers.ModuleDefs()
 
   @nn.compact
   def __call__(self, x):
     """x: [B, 1 + N, E] (class token first) -> [B, 1 + N, E]."""
     gamma1 = self.param("gamma1", nn.initializers.ones, (self.dim,))
     gamma2 = self.param("gamma2", nn.initializers.ones, (self.dim,))
-    n1 = layers.layer_norm(BLOCK_NORM_EPS, self.dtype, "norm1")(x)
-    cls = ClassAttn(self.dim, self.num_heads, self.dtype, name="attn")(n1)
+    n1 = self.defs.layer_norm(epsilon=BLOCK_NORM_EPS, name="norm1")(x)
+    cls = ClassAttn(self.dim, self.num_heads, self.defs, name="attn")(n1)
     x = x + gamma1.astype(n1.dtype) * jnp.concatenate([cls, n1[:, 1:]], axis=1)
-    x = layers.layer_norm(BLOCK_NORM_EPS, self.dtype, "norm2")(x)
-    cls = gamma2.astype(x.dtype) * Mlp(self.dim, self.dtype, name="mlp")(x[:, :1])
+    x = self.defs.layer_norm(epsilon=BLOCK_NORM_EPS, name="norm2")(x)
+    cls = gamma2.astype(x.dtype) * layers.Mlp(self.dim, self.defs.dense, name="mlp")(x[:, :1])
     return x + jnp.concatenate([cls, x[:, 1:]], axis=1)
 
 
@@ -327,12 +284,12 @@ class ClassAttentionBlocks(nn.Module):
   dim: int
   num_heads: int
   depth: int = 2
-  dtype: Any = jnp.float32
+  defs: layers.ModuleDefs = layers.ModuleDefs()
 
   @nn.compact
   def __call__(self, x):
     for i in range(self.depth):
-      x = ClassAttentionBlock(self.dim, self.num_heads, self.dtype, name=str(i))(x)
+      x = ClassAttentionBlock(self.dim, self.num_heads, self.defs, name=str(i))(x)
     return x
 
 
@@ -345,15 +302,12 @@ class FANBackbone(nn.Module):
 
   Attributes:
     model_type: "fan_small", "fan_base" or "fan_large".
-    dtype: compute dtype; parameters stay float32.
-    conv_impl: formulation of the convs and the attention (`conv.IMPLS`); "native" gives plain and grouped
-      ONNX Conv nodes.
-    remat: rematerialise every ConvNeXt and FAN block in the backward pass (`layers.checkpointed`).
+    defs: the layer constructors: compute dtype (parameters stay float32), formulation of the convs and the
+      attention ("native" gives plain and grouped ONNX Conv nodes), rematerialisation of every ConvNeXt and
+      FAN block.
   """
   model_type: str
-  dtype: Any = jnp.float32
-  conv_impl: str = conv.AUTO
-  remat: bool = False
+  defs: layers.ModuleDefs = layers.ModuleDefs()
 
   @nn.compact
   def __call__(self, x, train: bool) -> Sequence[jnp.ndarray]:
@@ -365,7 +319,7 @@ class FANBackbone(nn.Module):
 
     Returns:
       [p0 [B, H/4, W/4, 128], p1 [B, H/8, W/8, 256], p2 [B, H/16, W/16, E], p3 [B, H/32, W/32, 768]],
-      each normalized by its `out_norm{i}`.
+      each normalized by its `out_norm{i}`, in the compute dtype.
     """
     if self.model_type not in FAN_ARCHS:
       raise ValueError(f"unknown FAN model_type {self.model_type!r}; expected one of {sorted(FAN_ARCHS)}")
@@ -377,15 +331,15 @@ class FANBackbone(nn.Module):
     height, width = x.shape[1] // 16, x.shape[2] // 16
 
     cls_token = self.param("cls_token", layers.TAO_NORMAL_INIT, (1, 1, dim))
-    tokens, (p0, p1) = HybridEmbed(dim, arch.convnext_depths, self.dtype, self.conv_impl, self.remat,
-                                   name="patch_embed")(x.astype(self.dtype))
-    tokens = tokens + PositionalEncodingFourier(dim, self.dtype, self.conv_impl, name="pos_embed")(height, width)
-    p2, tokens = FANBlocks(dim, arch.num_heads, arch.depth, arch.p2_block, self.dtype, self.conv_impl,
-                           self.remat, name="blocks")(tokens, height, width, train)
+    tokens, (p0, p1) = HybridEmbed(dim, arch.convnext_depths, self.defs, name="patch_embed")(x)
+    tokens = tokens + PositionalEncodingFourier(dim, self.defs, name="pos_embed")(height, width)
+    p2, tokens = FANBlocks(dim, arch.num_heads, arch.depth, arch.p2_block, self.defs, name="blocks")(
+        tokens, height, width, train)
     tokens = jnp.concatenate([jnp.broadcast_to(cls_token.astype(tokens.dtype), (batch, 1, dim)), tokens],
                              axis=1)
-    tokens = ClassAttentionBlocks(dim, arch.num_heads, dtype=self.dtype, name="cls_attn_blocks")(tokens)
-    p3 = layers.Conv2d(P3_CHANNELS, 3, stride=2, padding=1, dtype=self.dtype, conv_impl=self.conv_impl,
-                       name="learnable_downsample")(tokens[:, 1:].reshape(batch, height, width, dim))
+    tokens = ClassAttentionBlocks(dim, arch.num_heads, defs=self.defs, name="cls_attn_blocks")(tokens)
+    p3 = self.defs.conv(P3_CHANNELS, 3, stride=2, padding=1, name="learnable_downsample")(
+        tokens[:, 1:].reshape(batch, height, width, dim))
     p2 = p2.reshape(batch, height, width, dim)
-    return [layers.layer_norm(TORCH_NORM_EPS, self.dtype, f"out_norm{i}")(p) for i, p in enumerate((p0, p1, p2, p3))]
+    return [self.defs.layer_norm(epsilon=TORCH_NORM_EPS, name=f"out_norm{i}")(p)
+            for i, p in enumerate((p0, p1, p2, p3))]

@@ -3,12 +3,8 @@
 Outputs are raw logits (sigmoid is applied by the loss and the decoder).
 """
 
-from typing import Any
-
 import flax.linen as nn
-import jax.numpy as jnp
 
-from centerpose_jax.models import conv
 from centerpose_jax.models import layers
 
 # Head name -> output channels, in TAO's order.
@@ -41,34 +37,28 @@ class Head(nn.Module):
     final_kernel: kernel size of the last conv (padding final_kernel // 2).
     use_group_norm: whether "1" is a GroupNorm.
     heatmap: TAO's heatmap initialisation.
-    dtype: compute dtype.
-    conv_impl: formulation of the convs (`conv.IMPLS`).
+    defs: the layer constructors (convs, GroupNorm).
   """
   classes: int
   head_conv: int
   final_kernel: int = 1
   use_group_norm: bool = True
   heatmap: bool = False
-  dtype: Any = jnp.float32
-  conv_impl: str = conv.AUTO
+  defs: layers.ModuleDefs = layers.ModuleDefs()
 
   @nn.compact
   def __call__(self, x):
     """x: [B, H, W, C] -> [B, H, W, classes] in the compute dtype."""
     zeros = nn.initializers.zeros
-    x = layers.Conv2d(self.head_conv, 3, padding=1, bias_init=None if self.heatmap else zeros,
-                      dtype=self.dtype, conv_impl=self.conv_impl, name="0")(x)
+    x = self.defs.conv(self.head_conv, 3, padding=1, bias_init=None if self.heatmap else zeros, name="0")(x)
     if self.use_group_norm:
-      x = nn.GroupNorm(num_groups=group_norm_groups(self.head_conv), epsilon=layers.NORM_EPSILON,
-                       use_fast_variance=False, dtype=self.dtype, name="1")(x)
+      x = self.defs.group_norm(num_groups=group_norm_groups(self.head_conv), name="1")(x)
     x = nn.relu(x)
-    return final_conv(self.classes, self.final_kernel, self.heatmap, self.dtype,
-                      "3" if self.use_group_norm else "2", self.conv_impl)(x)
+    return final_conv(self.defs, self.classes, self.final_kernel, self.heatmap,
+                      "3" if self.use_group_norm else "2")(x)
 
 
-def final_conv(classes: int, kernel_size: int, heatmap: bool, dtype: Any, name: str,
-               conv_impl: str = conv.AUTO) -> layers.Conv2d:
+def final_conv(defs: layers.ModuleDefs, classes: int, kernel_size: int, heatmap: bool, name: str) -> nn.Module:
   """A head's last conv; also the whole head when head_conv <= 0 (TAO then names it after the head)."""
   bias_init = nn.initializers.constant(HEATMAP_BIAS) if heatmap else nn.initializers.zeros
-  return layers.Conv2d(classes, kernel_size, padding=kernel_size // 2, bias_init=bias_init, dtype=dtype,
-                       conv_impl=conv_impl, name=name)
+  return defs.conv(classes, kernel_size, padding=kernel_size // 2, bias_init=bias_init, name=name)

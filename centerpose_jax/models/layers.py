@@ -1,13 +1,19 @@
-"""Layers shared by the CenterPose network parts, with PyTorch's semantics and initialisation.
+"""Layers shared by the CenterPose network parts, with PyTorch's semantics and initialisation, and `ModuleDefs`.
 
 Everything is NHWC with HWIO kernels. Parameter names are the ones the checkpoint converter
 (`centerpose_jax.convert.pytorch`) maps from TAO's state_dict: `kernel` <- `weight`, `bias` <- `bias`,
 norm `scale` <- `weight`, batch_stats `mean`/`var` <- `running_mean`/`running_var`. Parameters are float32;
 `dtype` is the compute dtype.
+
+The network modules do not take the compute dtype, the convolutions' formulation or the rematerialisation
+switch: the top-level model resolves them once into a `ModuleDefs` (the layer constructors, as flax's ResNet
+takes `conv` and `norm` ModuleDefs) and every module builds its layers from the one it is given.
 """
 
+import dataclasses
+import functools
 import math
-from typing import Any, Callable, Optional, Tuple, Type
+from typing import Any, Callable, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -25,6 +31,7 @@ MLP_RATIO = 4  # hidden width / width of the transformer and ConvNeXt MLPs (timm
 # Initializers matching TAO's from-scratch init. timm's trunc_normal_(std=.02) truncates at +-2 absolute,
 # i.e. +-100 std, so it is a plain normal.
 TAO_NORMAL_INIT = nn.initializers.normal(0.02)
+ModuleDef = Any  # a Module class or a functools.partial of one (flax's examples' name)
 
 
 def torch_conv_bias_init(fan_in: int) -> Callable:
@@ -34,9 +41,10 @@ def torch_conv_bias_init(fan_in: int) -> Callable:
 
 
 class Conv2d(nn.Module):
-  """PyTorch Conv2d (groups=1) with symmetric zero padding given in pixels (`conv.conv2d`).
+  """PyTorch Conv2d, dense (groups=1) or depthwise (groups = C_in = features), with symmetric zero padding given
+  in pixels (`conv.conv2d`, `conv.depthwise_conv2d`).
 
-  Params: `kernel` [k, k, C_in, features] (HWIO), `bias` [features] when `use_bias`.
+  Params: `kernel` [k, k, C_in / groups, features] (HWIO), `bias` [features] when `use_bias`.
 
   Attributes:
     features: output channels.
@@ -46,9 +54,11 @@ class Conv2d(nn.Module):
       XLA's 'SAME' pads only at the end, PyTorch pads both sides).
     use_bias: whether the conv has a bias.
     kernel_init: kernel initializer (default: PyTorch's).
-    bias_init: bias initializer; None gives PyTorch's default U(+-1 / sqrt(k * k * C_in)).
+    bias_init: bias initializer; None gives PyTorch's default U(+-1 / sqrt(k * k * C_in / groups)).
+    groups: 1 (dense) or C_in (depthwise: features = C_in, odd k, stride 1, padding k // 2, as FAN and
+      ConvNeXt use it).
     dtype: compute dtype.
-    conv_impl: formulation (`conv.IMPLS`): "auto" picks per platform, "native" is XLA's convolution.
+    conv_impl: formulation (`conv.IMPLS`): "auto" picks per platform, "native" is XLA's convolution (ONNX Conv).
   """
   features: int
   kernel_size: int
@@ -57,6 +67,7 @@ class Conv2d(nn.Module):
   use_bias: bool = True
   kernel_init: Callable = TORCH_CONV_INIT
   bias_init: Optional[Callable] = None
+  groups: int = 1
   dtype: Any = jnp.float32
   conv_impl: str = conv.AUTO
 
@@ -65,57 +76,73 @@ class Conv2d(nn.Module):
     """x: [B, H, W, C_in] -> [B, (H + 2p - k) // s + 1, (W + 2p - k) // s + 1, features]."""
     k = self.kernel_size
     in_features = x.shape[-1]
-    kernel = self.param("kernel", self.kernel_init, (k, k, in_features, self.features))
-    y = conv.conv2d(x.astype(self.dtype), kernel.astype(self.dtype), self.stride, self.padding, self.conv_impl)
+    depthwise = self.groups != 1
+    if depthwise and not (self.groups == in_features == self.features and k % 2 and self.stride == 1
+                          and self.padding == k // 2):
+      raise ValueError(f"Conv2d supports groups=1 or depthwise groups=C_in=features with odd k, stride 1, padding "
+                       f"k // 2; got groups {self.groups}, C_in {in_features}, features {self.features}, k {k}, "
+                       f"stride {self.stride}, padding {self.padding}")
+    kernel = self.param("kernel", self.kernel_init, (k, k, in_features // self.groups, self.features))
+    x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+    if depthwise:
+      y = conv.depthwise_conv2d(x, kernel, self.conv_impl)
+    else:
+      y = conv.conv2d(x, kernel, self.stride, self.padding, self.conv_impl)
     if self.use_bias:
-      bias_init = self.bias_init or torch_conv_bias_init(k * k * in_features)
+      bias_init = self.bias_init or torch_conv_bias_init(k * k * in_features // self.groups)
       y = y + self.param("bias", bias_init, (self.features,)).astype(self.dtype)
     return y
 
 
-class DepthwiseConv2d(nn.Module):
-  """PyTorch depthwise Conv2d (groups = C) with a bias, stride 1, padding k // 2 (`conv.depthwise_conv2d`).
+# BatchNorm2d as TAO's (eps 1e-5, PyTorch momentum 0.1); called with use_running_average=not train. Under
+# `jax.jit` with the batch sharded over a mesh the batch statistics are global (no axis_name needed).
+BatchNorm = functools.partial(nn.BatchNorm, momentum=BATCH_NORM_MOMENTUM, epsilon=NORM_EPSILON,
+                              use_fast_variance=False)
+# LayerNorm over the last axis with two-pass variance, as PyTorch; called with the layer's epsilon.
+LayerNorm = functools.partial(nn.LayerNorm, use_fast_variance=False)
+# GroupNorm with PyTorch's eps and two-pass variance; called with num_groups.
+GroupNorm = functools.partial(nn.GroupNorm, epsilon=NORM_EPSILON, use_fast_variance=False)
+# Linear layer with TAO's init (normal std 0.02, zero bias); kernel [in, out].
+Dense = functools.partial(nn.Dense, kernel_init=TAO_NORMAL_INIT)
 
-  Params: `kernel` [k, k, 1, C] (from PyTorch's [C, 1, k, k]), `bias` [C].
 
-  Attributes:
-    kernel_size: k (odd).
-    kernel_init: kernel initializer.
-    dtype: compute dtype.
-    conv_impl: formulation (`conv.IMPLS`).
+class UnbiasedLayerNorm(nn.Module):
+  """LayerNorm over the last axis that divides the squared deviations by C - 1 (Bessel-corrected variance).
+
+  TAO's ConvNeXt LayerNorm2d takes this path whenever its NCHW input is not contiguous: the stem's
+  LayerNorm2d returns a channels-last view, PyTorch convs keep that memory format, so every later
+  LayerNorm2d (block `norm`, stage-1 `downsample.0`) normalizes with `torch.var_mean` (unbiased). Params
+  `scale`/`bias` as nn.LayerNorm. x: [..., C] -> same, in x's dtype; statistics in float32.
   """
-  kernel_size: int
-  kernel_init: Callable = TORCH_CONV_INIT
-  dtype: Any = jnp.float32
-  conv_impl: str = conv.AUTO
+  epsilon: float
 
   @nn.compact
   def __call__(self, x):
-    """x: [B, H, W, C] -> [B, H, W, C]."""
-    k, channels = self.kernel_size, x.shape[-1]
-    kernel = self.param("kernel", self.kernel_init, (k, k, 1, channels)).astype(self.dtype)
-    bias = self.param("bias", nn.initializers.zeros, (channels,)).astype(self.dtype)
-    return conv.depthwise_conv2d(x.astype(self.dtype), kernel, self.conv_impl) + bias
+    channels = x.shape[-1]
+    scale = self.param("scale", nn.initializers.ones, (channels,))
+    bias = self.param("bias", nn.initializers.zeros, (channels,))
+    x32 = x.astype(jnp.float32)
+    mean = x32.mean(axis=-1, keepdims=True)
+    var = jnp.square(x32 - mean).sum(axis=-1, keepdims=True) / (channels - 1)
+    y = (x32 - mean) * jax.lax.rsqrt(var + self.epsilon) * scale + bias
+    return y.astype(x.dtype)
 
 
-def batch_norm(train: bool, dtype: Any, name: str) -> nn.BatchNorm:
-  """BatchNorm2d as TAO's (eps 1e-5, PyTorch momentum 0.1): batch statistics when training, else running ones.
-
-  Under `jax.jit` with the batch sharded over a mesh the batch statistics are global (no axis_name needed).
-  """
-  return nn.BatchNorm(use_running_average=not train, momentum=BATCH_NORM_MOMENTUM, epsilon=NORM_EPSILON,
-                      use_fast_variance=False, dtype=dtype, name=name)
+def unchanged(block: ModuleDef, static_argnums: Sequence[int] = ()) -> ModuleDef:
+  """`ModuleDefs.remat` without activation checkpointing: `block` itself."""
+  del static_argnums
+  return block
 
 
-def checkpointed(block: Type[nn.Module], enabled: bool, static_argnums: Tuple[int, ...] = ()) -> Type[nn.Module]:
-  """`block`, or with `enabled` its rematerialised version (`train.activation_checkpointing`).
+def rematerialised(block: ModuleDef, static_argnums: Sequence[int] = ()) -> ModuleDef:
+  """`block` (a Module class) rematerialised in the backward pass (`train.activation_checkpointing`).
 
   A rematerialised block keeps only its inputs for the backward pass and recomputes its inner activations
   there, as `torch.utils.checkpoint` (TAO wraps every FAN block in it): less memory, one more forward of the
   block per step. Parameter paths do not change. `static_argnums` counts `self` as 0 (Python ints and bools
   such as `train` must be static).
   """
-  return nn.remat(block, static_argnums=static_argnums) if enabled else block
+  return nn.remat(block, static_argnums=tuple(static_argnums))
 
 
 def max_pool(x, stride: int):
@@ -175,11 +202,81 @@ def gelu(x):
   return jax.nn.gelu(x, approximate=False)
 
 
-def layer_norm(epsilon: float, dtype: Any, name: str) -> nn.LayerNorm:
-  """LayerNorm over the last axis with an explicit epsilon and two-pass variance (as PyTorch)."""
-  return nn.LayerNorm(epsilon=epsilon, dtype=dtype, use_fast_variance=False, name=name)
+class Mlp(nn.Module):
+  """timm's Mlp and ConvMlp: `fc1` C -> 4C, GELU, `fc2` 4C -> C, with `linear` layers (Dense on tokens [B, N, C],
+  1x1 convs on maps [B, H, W, C])."""
+  dim: int
+  linear: ModuleDef = Dense
+
+  @nn.compact
+  def __call__(self, x):
+    x = self.linear(MLP_RATIO * self.dim, name="fc1")(x)
+    return self.linear(self.dim, name="fc2")(gelu(x))
 
 
-def dense(features: int, dtype: Any, name: str) -> nn.Dense:
-  """Linear layer with TAO's init (normal std 0.02, zero bias); kernel [in, out]."""
-  return nn.Dense(features, dtype=dtype, kernel_init=TAO_NORMAL_INIT, name=name)
+def drop_path(rate: float) -> nn.Dropout:
+  """timm's DropPath on tokens [B, N, C]: one keep/drop draw per sample, kept samples scaled by 1 / (1 - rate)."""
+  return nn.Dropout(rate, broadcast_dims=(1, 2))
+
+
+def cpu_attention(q, k, v):
+  """`jax.nn.dot_product_attention` (softmax over the keys) in the form fastest on XLA:CPU: q [B, Nq, h, d],
+  k and v [B, Nk, h, d] -> [B, Nq, h, d].
+
+  exp(q k^T / sqrt(d) - max) v, divided by the exponentials' sum afterwards (one pass less over the
+  [B, h, Nq, Nk] weights than normalising them first), with v head-major so that each head's product is one
+  plain matrix product: 1.3-1.5x faster forward and up to 1.8x faster backward on XLA:CPU at FAN's 1024 tokens
+  (docs/benchmarks.md). Other platforms keep `jax.nn.dot_product_attention` (cuDNN's fused kernels on GPUs).
+  """
+  scale = jnp.asarray(q.shape[-1] ** -0.5, q.dtype)
+  logits = jnp.einsum("bqhd,bkhd->bhqk", q * scale, k, preferred_element_type=jnp.float32)
+  weights = jnp.exp(logits - jax.lax.stop_gradient(logits.max(axis=-1, keepdims=True)))
+  out = jnp.einsum("bhqk,bhkd->bhqd", weights.astype(v.dtype), jnp.moveaxis(v, 2, 1),
+                   preferred_element_type=jnp.float32)
+  return jnp.moveaxis(out / weights.sum(axis=-1, keepdims=True), 1, 2).astype(v.dtype)
+
+
+def attention(impl: str = conv.AUTO) -> Callable:
+  """Multi-head attention q [B, Nq, h, d], k, v [B, Nk, h, d] -> [B, Nq, h, d] in the formulation `impl` says
+  (`conv.IMPLS`): `cpu_attention` on the CPU, `jax.nn.dot_product_attention` elsewhere and for "native"."""
+  return functools.partial(conv.per_platform, jax.nn.dot_product_attention, cpu_attention, impl)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModuleDefs:
+  """The layer constructors of one network, built once by the top-level model (`module_defs`) and handed to every
+  module, which builds its layers from them (flax's ResNet takes its `conv` and `norm` the same way).
+
+  The defaults are float32 layers with the "auto" formulation and no rematerialisation.
+
+  Attributes:
+    conv: `Conv2d` (dense and depthwise) with the compute dtype and the convolutions' formulation.
+    upsample: `DepthwiseUpsample`, likewise.
+    dense: `Dense` with the compute dtype.
+    batch_norm: `BatchNorm`, layer_norm: `LayerNorm`, group_norm: `GroupNorm`, with the compute dtype.
+    attention: the attention function (`attention`) of the formulation.
+    remat: `rematerialised` or `unchanged`; a module applies it to the Module class of its repeated blocks.
+  """
+  conv: ModuleDef = Conv2d
+  upsample: ModuleDef = DepthwiseUpsample
+  dense: ModuleDef = Dense
+  batch_norm: ModuleDef = BatchNorm
+  layer_norm: ModuleDef = LayerNorm
+  group_norm: ModuleDef = GroupNorm
+  attention: Callable = attention()
+  remat: Callable[..., ModuleDef] = unchanged
+
+
+def module_defs(dtype: Any = jnp.float32, conv_impl: str = conv.AUTO, remat: bool = False) -> ModuleDefs:
+  """The `ModuleDefs` of a network: compute `dtype` (parameters stay float32), convolutions and attention in
+  the formulation `conv_impl` (`conv.IMPLS`; "native" exports as ONNX Conv / ConvTranspose), repeated blocks
+  rematerialised with `remat` (`train.activation_checkpointing`)."""
+  formulated = dict(dtype=dtype, conv_impl=conv_impl)
+  return ModuleDefs(conv=functools.partial(Conv2d, **formulated),
+                    upsample=functools.partial(DepthwiseUpsample, **formulated),
+                    dense=functools.partial(Dense, dtype=dtype),
+                    batch_norm=functools.partial(BatchNorm, dtype=dtype),
+                    layer_norm=functools.partial(LayerNorm, dtype=dtype),
+                    group_norm=functools.partial(GroupNorm, dtype=dtype),
+                    attention=attention(conv_impl),
+                    remat=rematerialised if remat else unchanged)

@@ -5,22 +5,21 @@ TAO does not). Up layers are depthwise transposed convs initialised to bilinear 
 Module names mirror TAO's keys: `proj_i`, `up_i`, `node_i`, `ida_j`, with `conv` and `actf.0`.
 """
 
-from typing import Any, List, Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from centerpose_jax.models import conv
 from centerpose_jax.models import layers
 
 
 class BatchNormReLU(nn.Module):
   """TAO's `actf` Sequential: "0" BatchNorm, then ReLU."""
-  dtype: Any = jnp.float32
+  defs: layers.ModuleDefs = layers.ModuleDefs()
 
   @nn.compact
   def __call__(self, x, train: bool):
-    return nn.relu(layers.batch_norm(train, self.dtype, "0")(x))
+    return nn.relu(self.defs.batch_norm(use_running_average=not train, name="0")(x))
 
 
 class ConvBlock(nn.Module):
@@ -29,13 +28,12 @@ class ConvBlock(nn.Module):
   x: [B, H, W, chi] -> [B, H, W, features].
   """
   features: int
-  dtype: Any = jnp.float32
-  conv_impl: str = conv.AUTO  # formulation of the conv (`conv.IMPLS`)
+  defs: layers.ModuleDefs = layers.ModuleDefs()
 
   @nn.compact
   def __call__(self, x, train: bool):
-    x = layers.Conv2d(self.features, 3, padding=1, dtype=self.dtype, conv_impl=self.conv_impl, name="conv")(x)
-    return BatchNormReLU(self.dtype, name="actf")(x, train)
+    x = self.defs.conv(self.features, 3, padding=1, name="conv")(x)
+    return BatchNormReLU(self.defs, name="actf")(x, train)
 
 
 class IDAUp(nn.Module):
@@ -48,13 +46,11 @@ class IDAUp(nn.Module):
   Attributes:
     features: output channels of every proj/node (TAO's `o`).
     up_factors: per input index, the upsampling factor of up_j (index 0 is unused, as TAO's `up_f`).
-    dtype: compute dtype.
-    conv_impl: formulation of the convs and up layers (`conv.IMPLS`).
+    defs: the layer constructors (convs, BatchNorms, up layers).
   """
   features: int
   up_factors: Sequence[int]
-  dtype: Any = jnp.float32
-  conv_impl: str = conv.AUTO
+  defs: layers.ModuleDefs = layers.ModuleDefs()
 
   @nn.compact
   def __call__(self, maps: Sequence[jnp.ndarray], startp: int, endp: int, train: bool) -> List[jnp.ndarray]:
@@ -63,9 +59,9 @@ class IDAUp(nn.Module):
     maps = list(maps)
     for i in range(startp + 1, endp):
       j = i - startp
-      y = ConvBlock(self.features, self.dtype, self.conv_impl, name=f"proj_{j}")(maps[i], train)
-      y = layers.DepthwiseUpsample(self.up_factors[j], self.dtype, self.conv_impl, name=f"up_{j}")(y)
-      maps[i] = ConvBlock(self.features, self.dtype, self.conv_impl, name=f"node_{j}")(y + maps[i - 1], train)
+      y = ConvBlock(self.features, self.defs, name=f"proj_{j}")(maps[i], train)
+      y = self.defs.upsample(self.up_factors[j], name=f"up_{j}")(y)
+      maps[i] = ConvBlock(self.features, self.defs, name=f"node_{j}")(y + maps[i - 1], train)
     return maps
 
 
@@ -92,14 +88,12 @@ class DLAUp(nn.Module):
     startp: index of the finest level used (log2 of the output stride; 2 for stride 4).
     channels: channels of levels startp ... last.
     scales: their strides relative to level startp (1, 2, 4, ...).
-    dtype: compute dtype.
-    conv_impl: formulation of the convs and up layers (`conv.IMPLS`).
+    defs: the layer constructors (convs, BatchNorms, up layers).
   """
   startp: int
   channels: Sequence[int]
   scales: Sequence[int]
-  dtype: Any = jnp.float32
-  conv_impl: str = conv.AUTO
+  defs: layers.ModuleDefs = layers.ModuleDefs()
 
   @nn.compact
   def __call__(self, levels: Sequence[jnp.ndarray], train: bool) -> List[jnp.ndarray]:
@@ -109,7 +103,7 @@ class DLAUp(nn.Module):
     count = len(maps)
     outputs = [maps[-1]]
     for i, (features, up_factors) in enumerate(dla_up_stages(self.channels, self.scales)):
-      ida = IDAUp(features, up_factors, self.dtype, self.conv_impl, name=f"ida_{i}")
+      ida = IDAUp(features, up_factors, self.defs, name=f"ida_{i}")
       maps = ida(maps, count - i - 2, count, train)
       outputs.insert(0, maps[-1])
     return outputs

@@ -5,6 +5,7 @@ It has the real interface (`__call__(x, train)`, BatchNorm statistics, a dropout
 run in well under a second on a CPU. It is not a pose network: no TAO weights fit it.
 """
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -17,6 +18,7 @@ class TinyCenterPose(nn.Module):
   """Two stride-2 convs (BatchNorm, dropout) then one 1x1 conv per head; outputs float32 [B, H/4, W/4, C].
 
   `batch_norm=False` gives a model whose samples do not interact (for gradient-accumulation equivalence).
+  Like `CenterPose` it resolves its compute `dtype` once into the constructors of its layers.
   """
   width: int = 8
   dropout_rate: float = 0.1
@@ -25,17 +27,19 @@ class TinyCenterPose(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = False):
+    conv = functools.partial(nn.Conv, dtype=self.dtype)
+    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9, dtype=self.dtype)
     # No bias before BatchNorm (as the real nets): its gradient is zero up to rounding, which Adam would
     # amplify into lr-sized steps of arbitrary sign.
-    x = nn.Conv(self.width, (3, 3), strides=(2, 2), use_bias=not self.batch_norm, dtype=self.dtype)(x)
+    x = conv(self.width, (3, 3), strides=(2, 2), use_bias=not self.batch_norm)(x)
     if self.batch_norm:
-      x = nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)(x)
+      x = norm()(x)
     x = nn.relu(x)
-    x = nn.Conv(self.width, (3, 3), strides=(2, 2), dtype=self.dtype)(x)
+    x = conv(self.width, (3, 3), strides=(2, 2))(x)
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(nn.relu(x))
     outputs = {}
     for name, channels in heads_lib.HEADS.items():
       heatmap = heads_lib.is_heatmap(name)
       bias = nn.initializers.constant(heads_lib.HEATMAP_BIAS) if heatmap else nn.initializers.zeros
-      outputs[name] = nn.Conv(channels, (1, 1), bias_init=bias, dtype=self.dtype, name=name)(x).astype(jnp.float32)
+      outputs[name] = conv(channels, (1, 1), bias_init=bias, name=name)(x).astype(jnp.float32)
     return outputs

@@ -1,4 +1,4 @@
-"""Tests of the generic export machinery (centerpose_jax/export/onnx.py) on a ResNet-like linen net.
+"""Tests of the generic export machinery (centerpose_jax/export/onnx_export.py) on a ResNet-like linen net.
 
 The net has BatchNorm after every conv and stride-2 projection shortcuts: the structure on which jax2onnx
 0.17.1 writes stale NHWC shape labels that make onnxruntime refuse the file ("Add: Incompatible dimensions").
@@ -37,12 +37,12 @@ class ResidualBlock(nn.Module):
   @nn.compact
   def __call__(self, x):
     y = Conv2d(self.features, 3, self.stride, 1, use_bias=False)(x)
-    y = nn.relu(layers.batch_norm(False, jnp.float32, "bn1")(y))
+    y = nn.relu(layers.BatchNorm(use_running_average=True, name="bn1")(y))
     y = Conv2d(self.features, 3, 1, 1, use_bias=False)(y)
-    y = layers.batch_norm(False, jnp.float32, "bn2")(y)
+    y = layers.BatchNorm(use_running_average=True, name="bn2")(y)
     if self.stride != 1 or x.shape[-1] != self.features:
       x = Conv2d(self.features, 1, self.stride, 0, use_bias=False)(x)
-      x = layers.batch_norm(False, jnp.float32, "bn_project")(x)
+      x = layers.BatchNorm(use_running_average=True, name="bn_project")(x)
     return nn.relu(x + y)
 
 

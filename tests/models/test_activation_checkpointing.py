@@ -8,6 +8,7 @@ from jax.extend import core as jax_core
 from centerpose_jax.models import CenterPose
 from centerpose_jax.models import dla
 from centerpose_jax.models import fan
+from centerpose_jax.models import layers
 
 
 def _remat_count(jaxpr) -> int:
@@ -40,10 +41,11 @@ def test_every_backbone_block_and_nothing_else_is_rematerialised():
 
 def test_rematerialised_blocks_give_the_same_outputs_and_gradients():
   rng = np.random.default_rng(0)
+  remat = layers.module_defs(remat=True)
   cases = [  # (block without and with remat, inputs, extra call arguments)
-      (dla.Tree(1, 16, stride=2), dla.Tree(1, 16, stride=2, remat=True),
+      (dla.Tree(1, 16, stride=2), dla.Tree(1, 16, stride=2, defs=remat),
        rng.standard_normal((2, 16, 16, 8)).astype(np.float32), ()),
-      (fan.FANBlocks(16, 2, 1, 0), fan.FANBlocks(16, 2, 1, 0, remat=True),
+      (fan.FANBlocks(16, 2, 1, 0), fan.FANBlocks(16, 2, 1, 0, defs=remat),
        rng.standard_normal((2, 16, 16)).astype(np.float32), (4, 4)),
   ]
   for plain, checkpointed, x, extra in cases:

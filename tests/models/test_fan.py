@@ -14,6 +14,7 @@ from centerpose_jax.convert import pytorch
 from centerpose_jax.models import CenterPose
 from centerpose_jax.models import HEADS
 from centerpose_jax.models import fan
+from centerpose_jax.models import layers
 from centerpose_jax.testing import weight_rule
 
 ARCHS = ("fan_small", "fan_base", "fan_large")
@@ -68,14 +69,14 @@ def test_cpu_attention_equals_dot_product_attention_and_its_gradients():
     return out, vjp(cotangent)
 
   expected, expected_grads = jax.jit(lambda: value_and_grads(jax.nn.dot_product_attention))()
-  out, grads = jax.jit(lambda: value_and_grads(fan.cpu_attention))()
+  out, grads = jax.jit(lambda: value_and_grads(layers.cpu_attention))()
   np.testing.assert_allclose(out, expected, atol=1e-5)
   for grad, expected_grad in zip(grads, expected_grads):
     np.testing.assert_allclose(grad, expected_grad, atol=1e-4)
 
 
 def test_compute_dtype_keeps_float32_params():
-  model = fan.FANBackbone(model_type="fan_small", dtype=jnp.bfloat16, name="base")
+  model = fan.FANBackbone(model_type="fan_small", defs=layers.module_defs(jnp.bfloat16), name="base")
   x = jnp.zeros((1, 64, 64, 3))
   variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x, train=False))
   assert {leaf.dtype for leaf in jax.tree.leaves(variables)} == {jnp.dtype(jnp.float32)}
