@@ -148,14 +148,20 @@ def _train() -> config_dict.ConfigDict:
   return t
 
 
+def _run_section() -> config_dict.ConfigDict:
+  """The fields evaluate and inference share, in TAO's order: devices, the weights and where results go."""
+  section = config_dict.ConfigDict()
+  section.num_gpus = 1
+  section.gpu_ids = (0,)
+  section.num_nodes = 1
+  section.checkpoint = ""
+  section.trt_engine = config_dict.placeholder(str)
+  section.results_dir = config_dict.placeholder(str)
+  return section
+
+
 def _evaluate() -> config_dict.ConfigDict:
-  e = config_dict.ConfigDict()
-  e.num_gpus = 1
-  e.gpu_ids = (0,)
-  e.num_nodes = 1
-  e.checkpoint = ""
-  e.trt_engine = config_dict.placeholder(str)
-  e.results_dir = config_dict.placeholder(str)
+  e = _run_section()
   e.opencv = False  # TAO schema: True, which compares OpenCV-frame poses with OpenGL ground truth (see docs)
   e.eval_num_symmetry = 1
   e.tao_compatible = False  # ours: reproduce TAO's matching quirks exactly
@@ -164,13 +170,7 @@ def _evaluate() -> config_dict.ConfigDict:
 
 
 def _inference() -> config_dict.ConfigDict:
-  i = config_dict.ConfigDict()
-  i.num_gpus = 1
-  i.gpu_ids = (0,)
-  i.num_nodes = 1
-  i.checkpoint = ""
-  i.trt_engine = config_dict.placeholder(str)
-  i.results_dir = config_dict.placeholder(str)
+  i = _run_section()
   i.visualization_threshold = 0.3
   i.num_select = 100
   i.use_pnp = True
