@@ -20,7 +20,8 @@ The CPU formulations, and why (measured on a 2-core x86-64, docs/benchmarks.md):
   Winograd backward is 3-6x faster than XLA's. On smaller maps or fewer channels (DLA34's backbone, its
   ConvGRU) XLA's gradients are as fast or faster. (A Winograd forward was not faster than XLA's.)
 - Other convs: XLA's.
-- Depthwise convs: a sum of k * k shifted multiply-adds (XLA:CPU's grouped convolution is 10-50x slower).
+- Depthwise convs: a sum of k * k shifted multiply-adds (XLA:CPU's grouped convolution is 10-50x slower), with
+  their own backward that keeps no shifted copies (`_shifted_depthwise`).
 - The depthwise transposed conv of the neck's up layers: per output phase, a sum of shifted multiply-adds,
   the phases interleaved (2-3x faster than the input-dilated grouped convolution).
 """
@@ -171,12 +172,50 @@ def _native_depthwise(x, kernel):
                                       feature_group_count=x.shape[-1])
 
 
-def _shifted_depthwise(x, kernel):
+def _depthwise_taps(x, kernel):
+  """The depthwise correlation as a sum of k * k shifted multiply-adds (one fused loop on XLA:CPU)."""
   k, pad = kernel.shape[0], kernel.shape[0] // 2
   height, width = x.shape[1:3]
   padded = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
   taps = [padded[:, i:i + height, j:j + width] * kernel[i, j, 0] for i in range(k) for j in range(k)]
   return functools.reduce(jnp.add, taps)
+
+
+@jax.custom_vjp
+def _shifted_depthwise(x, kernel):
+  """`_depthwise_taps` with its own backward, which keeps only x for it.
+
+  Differentiated as is, the k * k shifted copies of x are residuals: XLA:CPU keeps them all from the forward
+  to the backward (49 copies of the input for a 7x7 kernel, GiBs in FAN's ConvNeXt stages). Here the input
+  gradient is the same sum of shifted multiply-adds on the output gradient with the kernel flipped, and the
+  kernel gradient is one reduction per tap over a shifted view of x, looped (`lax.map`) so that one view
+  at a time exists: 2-3x faster forward + backward on XLA:CPU, tens of MiB of temporaries instead of
+  k * k copies (docs/benchmarks.md).
+  """
+  return _depthwise_taps(x, kernel)
+
+
+def _shifted_depthwise_fwd(x, kernel):
+  return _depthwise_taps(x, kernel), (x, kernel)
+
+
+def _shifted_depthwise_bwd(residuals, grad):
+  x, kernel = residuals
+  k, pad = kernel.shape[0], kernel.shape[0] // 2
+  batch, height, width, channels = x.shape
+  grad_x = _depthwise_taps(grad, kernel[::-1, ::-1])
+  padded = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+
+  def tap_gradient(tap):  # sum over b, y, x of x_padded[b, y + i, x + j] * grad[b, y, x] for tap (i, j)
+    view = jax.lax.dynamic_slice(padded, (0, tap // k, tap % k, 0), (batch, height, width, channels))
+    return jnp.sum(view * grad, axis=(0, 1, 2), dtype=jnp.float32)
+
+  with jax.named_scope(WEIGHT_GRAD_SCOPE):
+    grad_kernel = jax.lax.map(tap_gradient, jnp.arange(k * k))
+  return grad_x, grad_kernel.reshape(kernel.shape).astype(kernel.dtype)
+
+
+_shifted_depthwise.defvjp(_shifted_depthwise_fwd, _shifted_depthwise_bwd)
 
 
 def _phase_taps(phase: int, factor: int, padding: int, kernel_size: int) -> Sequence[Tuple[int, int]]:

@@ -13,10 +13,12 @@ takes `conv` and `norm` ModuleDefs) and every module builds its layers from the 
 import dataclasses
 import functools
 import math
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, Tuple
 
+from flax.core import lift as flax_lift
 import flax.linen as nn
 import jax
+from jax.extend import core as jax_core
 import jax.numpy as jnp
 import numpy as np
 
@@ -137,12 +139,78 @@ def unchanged(block: ModuleDef, static_argnums: Sequence[int] = ()) -> ModuleDef
 def rematerialised(block: ModuleDef, static_argnums: Sequence[int] = ()) -> ModuleDef:
   """`block` (a Module class) rematerialised in the backward pass (`train.activation_checkpointing`).
 
-  A rematerialised block keeps only its inputs for the backward pass and recomputes its inner activations
-  there, as `torch.utils.checkpoint` (TAO wraps every FAN block in it): less memory, one more forward of the
-  block per step. Parameter paths do not change. `static_argnums` counts `self` as 0 (Python ints and bools
-  such as `train` must be static).
+  A rematerialised block keeps only its inputs (and variables) for the backward pass and recomputes its inner
+  activations there, as `torch.utils.checkpoint` (TAO wraps every FAN block in it): less memory, one more
+  forward of the block per step. Parameter paths do not change. `static_argnums` counts `self` as 0 (Python
+  ints and bools such as `train` must be static).
+
+  Not `nn.remat`: `jax.checkpoint` keeps the recomputation apart from the forward with optimization barriers,
+  which XLA:CPU removes before its later CSE and scheduling passes; these then merge the recomputation into
+  the forward pass, so every block's activations were kept and computed twice (measured: no memory saved,
+  +26 % time; docs/benchmarks.md). `tied_checkpoint` makes the recomputation depend on the block's output
+  gradient, which no compiler can move before the backward pass reaches the block.
   """
-  return nn.remat(block, static_argnums=tuple(static_argnums))
+  return nn.transforms.lift_transform(_lifted_tied_checkpoint, block,
+                                      static_argnums=tuple(i - 1 for i in static_argnums))
+
+
+def tied_checkpoint(fun: Callable, static_argnums: Tuple[int, ...] = ()) -> Callable:
+  """`fun` rematerialised: its backward pass recomputes it from its inputs tied to the output gradient.
+
+  A `jax.custom_vjp` whose forward keeps the inputs only and whose backward runs `jax.vjp(fun)` on the
+  floating-point inputs plus min(|g|, 0) of one output gradient element g (0, or NaN when g is NaN, which
+  the gradient would be anyway): a data dependency that makes the recomputation wait for the gradient and
+  keeps it from being merged with the forward. Arguments at `static_argnums` are Python values passed
+  through unchanged. Supports reverse-mode differentiation only (as a `custom_vjp`).
+  """
+
+  def rematerialised(*args):
+    static = {i: args[i] for i in static_argnums}
+    dynamic = [a for i, a in enumerate(args) if i not in static]
+
+    def call(*dynamic_args):
+      rest = iter(dynamic_args)
+      return fun(*[static[i] if i in static else next(rest) for i in range(len(args))])
+
+    # Traced once, so that the forward and the recomputation are the same computation (a Flax scope draws
+    # its random numbers from counters that a second trace would advance).
+    jaxpr, out_shape = jax.make_jaxpr(call, return_shape=True)(*dynamic)
+    run_jaxpr = jax_core.jaxpr_as_fun(jaxpr)
+
+    def run(*dynamic_args):
+      return jax.tree.unflatten(jax.tree.structure(out_shape), run_jaxpr(*jax.tree.leaves(dynamic_args)))
+
+    def forward(*dynamic_args):
+      return run(*dynamic_args), dynamic_args
+
+    def tied_checkpoint_backward(inputs, grad):
+      largest = max((g for g in jax.tree.leaves(grad) if jnp.issubdtype(g.dtype, jnp.floating)),
+                    key=lambda g: g.size)
+      tie = jnp.minimum(jnp.abs(largest.reshape(-1)[0].astype(jnp.float32)), 0.0)
+      tied = jax.tree.map(lambda a: a + tie.astype(a.dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a,
+                          inputs)
+      return jax.vjp(run, *tied)[1](grad)
+
+    custom = jax.custom_vjp(run)
+    custom.defvjp(forward, tied_checkpoint_backward)
+    return custom(*dynamic)
+
+  return rematerialised
+
+
+def _lifted_tied_checkpoint(fn: Callable, static_argnums: Tuple[int, ...] = ()) -> Callable:
+  """`flax.core.lift.checkpoint` with `tied_checkpoint` in place of `jax.checkpoint` (all collections and
+  rngs lifted; `static_argnums` counts the first argument after the scope as 0)."""
+
+  def inner(scope_fn, repack_fn, variable_groups, rng_groups, *args):
+
+    def scoped(variable_groups, rng_groups, *args):
+      scope = scope_fn(variable_groups, rng_groups)
+      return fn(scope, *args), repack_fn(scope)
+
+    return tied_checkpoint(scoped, tuple(i + 2 for i in static_argnums))(variable_groups, rng_groups, *args)
+
+  return flax_lift.pack(inner, (True,), (True,), (True,), name="remat")
 
 
 def max_pool(x, stride: int):

@@ -12,10 +12,10 @@ from centerpose_jax.models import layers
 
 
 def _remat_count(jaxpr) -> int:
-  """Rematerialised calls (`jax.checkpoint` equations) in a jaxpr, nested ones included."""
+  """Rematerialised calls (`layers.tied_checkpoint`'s custom VJPs) in a jaxpr, nested ones included."""
   count = 0
   for eqn in jaxpr.eqns:
-    count += eqn.primitive.name in ("remat2", "checkpoint")  # the name of jax.checkpoint's primitive
+    count += eqn.primitive.name == "custom_vjp_call" and "tied_checkpoint_backward" in repr(eqn.params["bwd"])
     for sub in jax_core.jaxprs_in_params(eqn.params):
       count += _remat_count(sub)
   return count
@@ -62,3 +62,25 @@ def test_rematerialised_blocks_give_the_same_outputs_and_gradients():
     largest = max(float(np.abs(leaf).max()) for leaf in jax.tree.leaves(results[0][1]))
     for a, b in zip(jax.tree.leaves(results[0][1]), jax.tree.leaves(results[1][1])):
       np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * largest)  # summation order only
+
+
+def _gradient_temp_bytes(module, x, extra) -> int:
+  """XLA's temporary buffer bytes for the training-mode gradient of `module` (compiled, not run)."""
+  variables = jax.eval_shape(lambda inputs: module.init(jax.random.key(0), inputs, *extra, train=False), x)
+
+  def loss(params, batch_stats, inputs):
+    out, _ = module.apply({"params": params, "batch_stats": batch_stats}, inputs, *extra, train=True,
+                          mutable=["batch_stats"], rngs={"dropout": jax.random.key(2)})
+    return jnp.sum(out[1])
+
+  compiled = jax.jit(jax.grad(loss)).lower(variables["params"], variables["batch_stats"], x).compile()
+  return compiled.memory_analysis().temp_size_in_bytes
+
+
+def test_rematerialisation_lowers_the_compiled_gradients_memory():
+  # jax.checkpoint's optimization barriers are removed by XLA:CPU before CSE and scheduling, which merged the
+  # recomputation into the forward pass: the same memory as without remat. The tied recomputation must not.
+  x = jax.ShapeDtypeStruct((2, 64, 32), jnp.float32)
+  plain, remat = (_gradient_temp_bytes(fan.FANBlocks(32, 2, 2, 1, defs=layers.module_defs(remat=flag)), x, (8, 8))
+                  for flag in (False, True))
+  assert remat < 0.75 * plain, (remat, plain)  # nn.remat: 1.0x; the tied recomputation: 0.59x
