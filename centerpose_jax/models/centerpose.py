@@ -120,20 +120,21 @@ class CenterPose(nn.Module):
 
     if self.use_convGRU:
       states = convgru.ConvGRU(features.shape[-1], defs, name="convGRU")(features)
-      inputs = {head: states[step] for head, step in heads_lib.GRU_STEP_OF_HEAD.items()}
+      groups = [(state, [head for head, s in heads_lib.GRU_STEP_OF_HEAD.items() if s == step])
+                for step, state in enumerate(states)]
     else:
-      inputs = {head: features for head in heads_lib.HEADS}
+      groups = [(features, list(heads_lib.HEADS))]
 
-    outputs = {}
-    for head, classes in heads_lib.HEADS.items():
-      heatmap = heads_lib.is_heatmap(head)
-      if self.head_conv > 0:
-        layer = heads_lib.Head(classes, self.head_conv, self.final_kernel, self.use_convGRU, heatmap, defs,
-                               name=head)
-      else:
-        layer = heads_lib.final_conv(defs, classes, self.final_kernel, heatmap, head)
-      outputs[head] = layer(inputs[head]).astype(jnp.float32)
-    return outputs
+    if self.head_conv > 0:
+      heads = {head: heads_lib.Head(classes, self.head_conv, self.final_kernel, self.use_convGRU,
+                                    heads_lib.is_heatmap(head), defs, name=head)
+               for head, classes in heads_lib.HEADS.items()}
+      outputs = heads_lib.apply_heads(heads, groups)
+    else:
+      inputs = {head: x for x, names in groups for head in names}
+      outputs = {head: heads_lib.final_conv(defs, classes, self.final_kernel, heads_lib.is_heatmap(head), head)(
+          inputs[head]) for head, classes in heads_lib.HEADS.items()}
+    return {head: outputs[head].astype(jnp.float32) for head in heads_lib.HEADS}
 
 
 def create_model(config, *, dtype: Any = jnp.float32, conv_impl: str = conv.AUTO,

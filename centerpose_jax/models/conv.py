@@ -40,6 +40,12 @@ _DIMENSIONS = ("NHWC", "HWIO", "NHWC")
 # (B * H_out * W_out) on; below either they are as fast as the Winograd ones or faster (docs/benchmarks.md).
 WINOGRAD_GRAD_MIN_CHANNELS = 128 * 128
 WINOGRAD_GRAD_MIN_POSITIONS = 2 * 128 * 128
+# 3x3 stride-1 float32 convs with at least these input and output channels and output positions run their
+# forward by Winograd too. Its batched products contract over C_in, and XLA:CPU's matrix products are slow
+# for short contractions (C_in 64: no faster than XLA's convolution; 128 -> 256-768: 1.1-1.3x faster).
+WINOGRAD_FORWARD_MIN_IN_CHANNELS = 128
+WINOGRAD_FORWARD_MIN_OUT_CHANNELS = 256
+WINOGRAD_FORWARD_MIN_POSITIONS = 128 * 128
 
 # Name scope of the weight-gradient ops the CPU formulations compute themselves (bench/train_step_profile.py).
 WEIGHT_GRAD_SCOPE = "weight_grad"
@@ -90,10 +96,14 @@ def _cpu_conv(x, kernel, *, stride: int, padding: int):
   k, _, channels, features = kernel.shape
   if k == stride and padding == 0:
     return _patch_conv(x, kernel)
-  out_h, out_w = ((size + 2 * padding - k) // stride + 1 for size in x.shape[1:3])
-  if (k == 3 and stride == 1 and x.dtype == jnp.float32 and channels * features >= WINOGRAD_GRAD_MIN_CHANNELS
-      and x.shape[0] * out_h * out_w >= WINOGRAD_GRAD_MIN_POSITIONS):
-    return _conv3x3_winograd_grad(x, kernel, padding)
+  if k == 3 and stride == 1 and x.dtype == jnp.float32:
+    positions = x.shape[0] * ((x.shape[1] + 2 * padding - 2) * (x.shape[2] + 2 * padding - 2))
+    winograd_forward = (channels >= WINOGRAD_FORWARD_MIN_IN_CHANNELS and features >= WINOGRAD_FORWARD_MIN_OUT_CHANNELS
+                        and positions >= WINOGRAD_FORWARD_MIN_POSITIONS)
+    winograd_backward = (channels * features >= WINOGRAD_GRAD_MIN_CHANNELS
+                         and positions >= WINOGRAD_GRAD_MIN_POSITIONS)
+    if winograd_forward or winograd_backward:
+      return _conv3x3(x, kernel, padding, winograd_forward, winograd_backward)
   return _native_conv(x, kernel, stride=stride, padding=padding)
 
 
@@ -106,41 +116,81 @@ def _patch_conv(x, kernel):
   return jnp.einsum("bykxlc,klcf->byxf", patches, kernel.astype(x.dtype))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _conv3x3_winograd_grad(x, kernel, padding: int):
-  """A 3x3 stride-1 conv: XLA's forward; input and weight gradients by Winograd F(4x4, 3x3).
-
-  The backward transforms the 6x6 input tiles at stride 4 (B^T d B) and the output gradient's 4x4 tiles
-  (A g A^T), each as one matrix product with the flattened 2-D transform, then per tile position (36) one
-  batched matrix product gives the transformed weight gradient ([36, C, tiles] x [36, tiles, K]) and one the
-  transformed input gradient ([36, tiles, K] x [36, K, C]); the input gradient's tiles overlap by 2 pixels,
-  so each pixel phase sums at most 4 of them. 2.25 multiplications per output and weight instead of 9.
-  """
-  return _native_conv(x, kernel, stride=1, padding=padding)
-
-
-def _conv3x3_winograd_grad_fwd(x, kernel, padding):
-  return _native_conv(x, kernel, stride=1, padding=padding), (x, kernel)
-
-
-def _conv3x3_winograd_grad_bwd(padding, residuals, grad):
-  x, kernel = residuals
-  batch, height, width, channels = x.shape
-  features = kernel.shape[-1]
-  tiles_y, tiles_x = -(-grad.shape[1] // 4), -(-grad.shape[2] // 4)
+def _winograd_tiles(x, padding: int, tiles_y: int, tiles_x: int):
+  """The transformed 6x6 input tiles at stride 4 (B^T d B) of x [B, H, W, C] zero-padded by `padding` pixels
+  (and at the end up to the tiles): [36, B * tiles_y * tiles_x, C]."""
+  height, width, channels = x.shape[1:]
   padded = jnp.pad(x, ((0, 0), (padding, 4 * tiles_y + 2 - height - padding),
                        (padding, 4 * tiles_x + 2 - width - padding), (0, 0)))
   views = jnp.stack([padded[:, i:i + 4 * tiles_y - 3:4, j:j + 4 * tiles_x - 3:4]
                      for i in range(6) for j in range(6)])  # [36 (i, j), B, ty, tx, C]
-  tiles = (_WINOGRAD_INPUT @ views.reshape(36, -1)).reshape(36, -1, channels)  # B^T d B: [36, N, C]
+  return (_WINOGRAD_INPUT @ views.reshape(36, -1)).reshape(36, -1, channels)
+
+
+def _winograd_kernel(kernel):
+  """G g G^T of a [3, 3, C, K] kernel: [36, C, K]."""
+  transformed = jnp.einsum("ui,ijck,vj->uvck", _WINOGRAD_G, kernel, _WINOGRAD_G)
+  return transformed.reshape(36, *kernel.shape[2:])
+
+
+def _winograd_forward(x, kernel, padding: int):
+  """A 3x3 stride-1 conv by Winograd F(4x4, 3x3): the transformed input tiles times the transformed kernel,
+  one batched matrix product per tile position ([36, tiles, C] x [36, C, K]), then the output transform
+  (A^T m A) of each tile; 2.25 multiplications per output and weight instead of 9."""
+  batch, height, width, _ = x.shape
+  features = kernel.shape[-1]
+  out_h, out_w = height + 2 * padding - 2, width + 2 * padding - 2
+  tiles_y, tiles_x = -(-out_h // 4), -(-out_w // 4)
+  products = jnp.einsum("tnc,tck->tnk", _winograd_tiles(x, padding, tiles_y, tiles_x), _winograd_kernel(kernel))
+  out = (_WINOGRAD_OUTPUT @ products.reshape(36, -1)).reshape(4, 4, batch, tiles_y, tiles_x, features)
+  out = out.transpose(2, 3, 0, 4, 1, 5).reshape(batch, 4 * tiles_y, 4 * tiles_x, features)
+  return out[:, :out_h, :out_w]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _conv3x3(x, kernel, padding: int, winograd_forward: bool, winograd_backward: bool):
+  """A 3x3 stride-1 conv whose forward (`_winograd_forward`) and / or input and weight gradients
+  (`_winograd_backward`) are computed by Winograd F(4x4, 3x3), the others by XLA's convolutions."""
+  return (_winograd_forward if winograd_forward else _native_3x3)(x, kernel, padding)
+
+
+def _native_3x3(x, kernel, padding: int):
+  return _native_conv(x, kernel, stride=1, padding=padding)
+
+
+def _conv3x3_fwd(x, kernel, padding, winograd_forward, winograd_backward):
+  del winograd_backward
+  return _conv3x3(x, kernel, padding, winograd_forward, False), (x, kernel)
+
+
+def _conv3x3_bwd(padding, winograd_forward, winograd_backward, residuals, grad):
+  del winograd_forward
+  if winograd_backward:
+    return _winograd_backward(padding, residuals, grad)
+  return jax.vjp(functools.partial(_native_3x3, padding=padding), *residuals)[1](grad)
+
+
+def _winograd_backward(padding, residuals, grad):
+  """The input and weight gradients of a 3x3 stride-1 conv by Winograd F(4x4, 3x3).
+
+  The input's 6x6 tiles at stride 4 (B^T d B) and the output gradient's 4x4 tiles (A g A^T) are each
+  transformed as one matrix product with the flattened 2-D transform, then per tile position (36) one
+  batched matrix product gives the transformed weight gradient ([36, C, tiles] x [36, tiles, K]) and one the
+  transformed input gradient ([36, tiles, K] x [36, K, C]); the input gradient's tiles overlap by 2 pixels,
+  so each pixel phase sums at most 4 of them. 2.25 multiplications per output and weight instead of 9.
+  """
+  x, kernel = residuals
+  batch, height, width, channels = x.shape
+  features = kernel.shape[-1]
+  tiles_y, tiles_x = -(-grad.shape[1] // 4), -(-grad.shape[2] // 4)
+  tiles = _winograd_tiles(x, padding, tiles_y, tiles_x)  # [36, N, C]
   grad = jnp.pad(grad, ((0, 0), (0, 4 * tiles_y - grad.shape[1]), (0, 4 * tiles_x - grad.shape[2]), (0, 0)))
   grad = grad.reshape(batch, tiles_y, 4, tiles_x, 4, features).transpose(2, 4, 0, 1, 3, 5)
   grad_products = (_WINOGRAD_OUTPUT.T @ grad.reshape(16, -1)).reshape(36, -1, features)  # A g A^T: [36, N, K]
   with jax.named_scope(WEIGHT_GRAD_SCOPE):
     grad_kernel_t = jnp.einsum("tnc,tnk->tck", tiles, grad_products).reshape(6, 6, channels, features)
     grad_kernel = jnp.einsum("ui,uvck,vj->ijck", _WINOGRAD_G, grad_kernel_t, _WINOGRAD_G)
-  kernel_t = jnp.einsum("ui,ijck,vj->uvck", _WINOGRAD_G, kernel, _WINOGRAD_G).reshape(36, channels, features)
-  grad_tiles = jnp.einsum("tnk,tck->tnc", grad_products, kernel_t)
+  grad_tiles = jnp.einsum("tnk,tck->tnc", grad_products, _winograd_kernel(kernel))
   grad_views = (_WINOGRAD_INPUT.T @ grad_tiles.reshape(36, -1)).reshape(6, 6, batch, tiles_y, tiles_x, channels)
 
   def placed(i, j):  # view (i, j) of tile (t, s) is padded pixel (4t + i, 4s + j): tiles i, j >= 4 shift by one
@@ -153,7 +203,7 @@ def _conv3x3_winograd_grad_bwd(padding, residuals, grad):
   return grad_x[:, padding:padding + height, padding:padding + width], grad_kernel
 
 
-_conv3x3_winograd_grad.defvjp(_conv3x3_winograd_grad_fwd, _conv3x3_winograd_grad_bwd)
+_conv3x3.defvjp(_conv3x3_fwd, _conv3x3_bwd)
 
 
 # ----------------------------------------------------------------------------------------------------

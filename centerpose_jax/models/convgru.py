@@ -35,14 +35,16 @@ class ConvGRUCell(nn.Module):
     def conv3x3(name, use_bias):
       return self.defs.conv(self.features, 3, padding=1, use_bias=use_bias, name=name)
 
-    x_r, x_z, x_n = (conv3x3(name, True)(x) for name in ("Wir", "Wiz", "Win"))
-    h_r, h_z, h_n = (conv3x3(name, False) for name in ("Whr", "Whz", "Whn"))
+    # The three convs on x, and the three on h, each run as one convolution (`layers.shared_input_conv`).
+    x_r, x_z, x_n = layers.shared_input_conv([conv3x3(name, True) for name in ("Wir", "Wiz", "Win")], x)
+    h_convs = [conv3x3(name, False) for name in ("Whr", "Whz", "Whn")]
     h = (1 - nn.sigmoid(x_z)) * jnp.tanh(x_n)
     states = [h]
     for _ in range(GRU_STEPS - 1):
-      r = nn.sigmoid(x_r + h_r(h))
-      z = nn.sigmoid(x_z + h_z(h))
-      n = jnp.tanh(x_n + r * h_n(h))
+      h_r, h_z, h_n = layers.shared_input_conv(h_convs, h)
+      r = nn.sigmoid(x_r + h_r)
+      z = nn.sigmoid(x_z + h_z)
+      n = jnp.tanh(x_n + r * h_n)
       h = (1 - z) * n + z * h
       states.append(h)
     return states

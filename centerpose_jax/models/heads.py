@@ -3,7 +3,10 @@
 Outputs are raw logits (sigmoid is applied by the loss and the decoder).
 """
 
+from typing import Dict, Sequence, Tuple
+
 import flax.linen as nn
+import jax
 
 from centerpose_jax.models import layers
 
@@ -31,6 +34,9 @@ class Head(nn.Module):
   The GroupNorm (eps 1e-5) is present only with the ConvGRU; the last conv (kernel `final_kernel`) is then
   named "3", else "2". Heatmap heads get the final bias -2.19; the other heads zero biases in both convs.
 
+  Called on x it runs the whole head. Heads that read the same map run their first convs as one
+  (`apply_heads`): `hidden` is that conv layer, `finish` the rest of the head.
+
   Attributes:
     classes: output channels.
     head_conv: hidden channels (> 0).
@@ -46,16 +52,34 @@ class Head(nn.Module):
   heatmap: bool = False
   defs: layers.ModuleDefs = layers.ModuleDefs()
 
-  @nn.compact
+  def setup(self):
+    self.hidden = self.defs.conv(self.head_conv, 3, padding=1,
+                                 bias_init=None if self.heatmap else nn.initializers.zeros, name="0")
+    if self.use_group_norm:
+      self.norm = self.defs.group_norm(num_groups=group_norm_groups(self.head_conv), name="1")
+    self.final = final_conv(self.defs, self.classes, self.final_kernel, self.heatmap,
+                            "3" if self.use_group_norm else "2")
+
   def __call__(self, x):
     """x: [B, H, W, C] -> [B, H, W, classes] in the compute dtype."""
-    zeros = nn.initializers.zeros
-    x = self.defs.conv(self.head_conv, 3, padding=1, bias_init=None if self.heatmap else zeros, name="0")(x)
+    return self.finish(self.hidden(x))
+
+  def finish(self, hidden):
+    """The output of the first conv [B, H, W, head_conv] -> [B, H, W, classes]."""
     if self.use_group_norm:
-      x = self.defs.group_norm(num_groups=group_norm_groups(self.head_conv), name="1")(x)
-    x = nn.relu(x)
-    return final_conv(self.defs, self.classes, self.final_kernel, self.heatmap,
-                      "3" if self.use_group_norm else "2")(x)
+      hidden = self.norm(hidden)
+    return self.final(nn.relu(hidden))
+
+
+def apply_heads(heads: Dict[str, Head], groups: Sequence[Tuple[jax.Array, Sequence[str]]]) -> Dict[str, jax.Array]:
+  """{name: heads[name](x)} for every (x, names) of `groups`, with the first convs of the heads of one group
+  run as one convolution on x (`layers.shared_input_conv`: with the ConvGRU, one per GRU step, e.g. 3 x 256
+  -> 768 outputs), in the order of `heads`."""
+  outputs = {}
+  for x, names in groups:
+    for name, hidden in zip(names, layers.shared_input_conv([heads[name].hidden for name in names], x)):
+      outputs[name] = heads[name].finish(hidden)
+  return {name: outputs[name] for name in heads}
 
 
 def final_conv(defs: layers.ModuleDefs, classes: int, kernel_size: int, heatmap: bool, name: str) -> nn.Module:

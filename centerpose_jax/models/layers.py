@@ -13,7 +13,7 @@ takes `conv` and `norm` ModuleDefs) and every module builds its layers from the 
 import dataclasses
 import functools
 import math
-from typing import Any, Callable, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 from flax.core import lift as flax_lift
 import flax.linen as nn
@@ -74,6 +74,17 @@ class Conv2d(nn.Module):
   conv_impl: str = conv.AUTO
 
   @nn.compact
+  def weights(self, in_features: int) -> Tuple[jax.Array, Optional[jax.Array]]:
+    """The layer's kernel [k, k, in_features / groups, features] and bias [features] (None without one), in the
+    compute dtype; declares them (PyTorch's initialisation) when the model is initialised."""
+    k = self.kernel_size
+    kernel = self.param("kernel", self.kernel_init, (k, k, in_features // self.groups, self.features))
+    bias = None
+    if self.use_bias:
+      bias_init = self.bias_init or torch_conv_bias_init(k * k * in_features // self.groups)
+      bias = self.param("bias", bias_init, (self.features,)).astype(self.dtype)
+    return kernel.astype(self.dtype), bias
+
   def __call__(self, x):
     """x: [B, H, W, C_in] -> [B, (H + 2p - k) // s + 1, (W + 2p - k) // s + 1, features]."""
     k = self.kernel_size
@@ -84,16 +95,36 @@ class Conv2d(nn.Module):
       raise ValueError(f"Conv2d supports groups=1 or depthwise groups=C_in=features with odd k, stride 1, padding "
                        f"k // 2; got groups {self.groups}, C_in {in_features}, features {self.features}, k {k}, "
                        f"stride {self.stride}, padding {self.padding}")
-    kernel = self.param("kernel", self.kernel_init, (k, k, in_features // self.groups, self.features))
-    x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+    kernel, bias = self.weights(in_features)
+    x = x.astype(self.dtype)
     if depthwise:
       y = conv.depthwise_conv2d(x, kernel, self.conv_impl)
     else:
       y = conv.conv2d(x, kernel, self.stride, self.padding, self.conv_impl)
-    if self.use_bias:
-      bias_init = self.bias_init or torch_conv_bias_init(k * k * in_features // self.groups)
-      y = y + self.param("bias", bias_init, (self.features,)).astype(self.dtype)
-    return y
+    return y if bias is None else y + bias
+
+
+def shared_input_conv(convs: Sequence[Conv2d], x: jax.Array) -> List[jax.Array]:
+  """[conv(x) for conv in convs] computed as one convolution: the dense `Conv2d` layers `convs`, which share
+  kernel size, stride, padding, dtype and formulation, with their kernels (and biases, zero where a layer
+  has none) concatenated along the output axis, the result split per layer. Each layer keeps its own
+  parameters (the same tree as calling each); one wide convolution runs faster than several narrow ones on
+  XLA:CPU, and on the CPU it is where the Winograd formulation pays (`conv.conv2d`).
+
+  x: [B, H, W, C_in] -> one [B, H_out, W_out, conv.features] per layer.
+  """
+  first = convs[0]
+  for layer in convs:
+    if (layer.groups, layer.kernel_size, layer.stride, layer.padding, layer.dtype, layer.conv_impl) != (
+        1, first.kernel_size, first.stride, first.padding, first.dtype, first.conv_impl):
+      raise ValueError("shared_input_conv needs dense convs with one kernel size, stride, padding, dtype and impl")
+  weights = [layer.weights(x.shape[-1]) for layer in convs]
+  kernel = jnp.concatenate([kernel for kernel, _ in weights], axis=-1)
+  y = conv.conv2d(x.astype(first.dtype), kernel, first.stride, first.padding, first.conv_impl)
+  if any(bias is not None for _, bias in weights):
+    y = y + jnp.concatenate([jnp.zeros((layer.features,), first.dtype) if bias is None else bias
+                             for layer, (_, bias) in zip(convs, weights)])
+  return jnp.split(y, np.cumsum([layer.features for layer in convs])[:-1], axis=-1)
 
 
 # BatchNorm2d as TAO's (eps 1e-5, PyTorch momentum 0.1); called with use_running_average=not train. Under

@@ -8,10 +8,14 @@ from jax import export
 
 from centerpose_jax.models import conv
 
-# (input [B, H, W, C], kernel k, features, stride, padding). The Winograd thresholds are lowered to 1 (the real
-# ones need maps too large for a quick test), so every 3x3 stride-1 case takes that formulation.
+# (input [B, H, W, C], kernel k, features, stride, padding). The thresholds of the Winograd parts the case's
+# name says are lowered to 1 (the real ones need maps too large for a quick test), the others raised out of
+# reach (`_winograd_thresholds`).
 CONV_CASES = {
-    "winograd_grad": ((2, 13, 10, 32), 3, 40, 1, 1),  # sizes that are not multiples of the 4x4 tiles
+    "winograd": ((2, 13, 10, 32), 3, 40, 1, 1),  # sizes that are not multiples of the 4x4 tiles
+    "winograd_valid": ((1, 9, 7, 16), 3, 24, 1, 0),
+    "winograd_forward": ((2, 13, 10, 32), 3, 40, 1, 1),  # XLA's gradients
+    "winograd_grad": ((2, 13, 10, 32), 3, 40, 1, 1),  # XLA's forward
     "winograd_grad_valid": ((1, 9, 7, 16), 3, 24, 1, 0),
     "patch_1x1": ((2, 5, 6, 24), 1, 48, 1, 0),
     "patch_2x2": ((2, 9, 8, 16), 2, 64, 2, 0),  # odd height: PyTorch drops the last row
@@ -27,11 +31,19 @@ def _conv_and_grads(impl, x, kernel, cotangent, stride, padding):
       x, kernel)
 
 
+def _winograd_thresholds(monkeypatch, forward: bool, backward: bool):
+  for name in ("WINOGRAD_FORWARD_MIN_IN_CHANNELS", "WINOGRAD_FORWARD_MIN_OUT_CHANNELS",
+               "WINOGRAD_FORWARD_MIN_POSITIONS"):
+    monkeypatch.setattr(conv, name, 1 if forward else 1 << 40)
+  for name in ("WINOGRAD_GRAD_MIN_CHANNELS", "WINOGRAD_GRAD_MIN_POSITIONS"):
+    monkeypatch.setattr(conv, name, 1 if backward else 1 << 40)
+
+
 @pytest.mark.parametrize("case", CONV_CASES)
 def test_cpu_conv_equals_xla_conv_and_its_gradients(case, monkeypatch):
   shape, k, features, stride, padding = CONV_CASES[case]
-  monkeypatch.setattr(conv, "WINOGRAD_GRAD_MIN_CHANNELS", 1)
-  monkeypatch.setattr(conv, "WINOGRAD_GRAD_MIN_POSITIONS", 1)
+  _winograd_thresholds(monkeypatch, forward=not case.startswith("winograd_grad"),
+                       backward=not case.startswith("winograd_forward"))
   rng = np.random.default_rng(0)
   x = rng.standard_normal(shape).astype(np.float32)
   kernel = (rng.standard_normal((k, k, shape[-1], features)) / np.sqrt(k * k * shape[-1])).astype(np.float32)
@@ -45,7 +57,7 @@ def test_cpu_conv_equals_xla_conv_and_its_gradients(case, monkeypatch):
   np.testing.assert_allclose(dx, expected_dx, rtol=0, atol=1e-5 * float(np.abs(expected_dx).max()))
   np.testing.assert_allclose(dw, expected_dw, rtol=0, atol=1e-5 * float(np.abs(expected_dw).max()))
   # Matrix products: none (XLA's conv), the forward's and the weight gradient's (patches), or those of the
-  # Winograd backward (transforms and per-position products).
+  # Winograd forward or backward (transforms and per-position products).
   grad_jaxpr = jax.make_jaxpr(jax.grad(lambda w: jnp.sum(conv.conv2d(x, w, stride, padding, conv.CPU))))(kernel)
   dots = str(grad_jaxpr).count("dot_general")
   assert dots == 0 if case.startswith("native") else (dots == 2 if case.startswith("patch") else dots > 2), dots
