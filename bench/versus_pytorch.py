@@ -13,9 +13,14 @@ transcription `tao_torch.centerpose_loss`) on the same random targets, backward,
 
 Each side runs in its own worker process, both started for a case and warmed up (ours: compiled) before the
 timing; then the timed calls alternate, PyTorch, ours, PyTorch, ... (`--sequential`: all of one side's calls,
-then the other's, one process at a time, for machines short of memory). A figure is the median of --repeats
-calls; the ratio is PyTorch's time over ours (above 1: ours is faster). Peak memory is each worker's: the
-device's peak allocation on an accelerator, else the process's peak resident set size.
+then the other's, one process at a time, for machines short of memory). Each timed call directly follows an
+untimed call of the same side (`--no-lead-in` drops it), as the steps of a training loop follow one another:
+where freed memory goes back to the host (virtual machines with free page reporting, such as the 2-core
+development machine), memory faulted in again after the other side's call costs far more than memory reused at
+once (there about 2 s per GiB against 0.1 s, `bench/memory_refault.py`), and a call that follows the other
+side's would pay that for every byte its step frees. A figure is the median of --repeats calls; the ratio is
+PyTorch's time over ours (above 1: ours is faster). Peak memory is each worker's: the device's peak allocation
+on an accelerator, else the process's peak resident set size.
 
 On a shared machine other processes distort the figures, PyTorch's far more than ours (its OpenMP threads
 wait for each other at every op), so on Linux each timed call is guarded: it starts once the other processes
@@ -159,18 +164,21 @@ def _jax_worker(arch: str, work: str, batch: int, res: int, precision: str):
 
 
 def worker(side: str, case: str, arch: str, precision: str) -> None:
-  """Builds one side and warms it up, prints {"ready": device}; then per stdin line times one call and prints
-  {"seconds"}; at end of input prints {"peak_bytes", "peak_kind"}."""
+  """Builds one side and warms it up, prints {"ready": device}; then per stdin line ("run", or "lead-in": an
+  untimed call first) times one call and prints {"seconds", "cpu_seconds", "busy_seconds"} (the last: the
+  whole machine's); at end of input prints {"peak_bytes", "peak_kind"}."""
   work, batch, res = parse_case(case)
   build = _torch_worker if side == "torch" else _jax_worker
   call, synchronize, peak, device = build(arch, work, batch, res, precision)
   synchronize(call())  # warm-up: allocations, autotuning, the first (compiling) call
   print(json.dumps({"ready": device}), flush=True)
-  for _ in sys.stdin:
-    start, cpu_start = time.perf_counter(), time.process_time()
+  for line in sys.stdin:
+    if line.strip() == "lead-in":
+      synchronize(call())
+    start, cpu_start, busy_start = time.perf_counter(), time.process_time(), busy_cpu_seconds()
     synchronize(call())
-    print(json.dumps({"seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu_start}),
-          flush=True)
+    print(json.dumps({"seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu_start,
+                      "busy_seconds": busy_cpu_seconds() - busy_start}), flush=True)
   peak_bytes, peak_kind = peak()
   print(json.dumps({"peak_bytes": peak_bytes, "peak_kind": peak_kind}), flush=True)
 
@@ -220,15 +228,15 @@ class Worker:
       raise SystemExit(f"the {self.side} worker failed (exit status {self.process.wait()})")
     return json.loads(line)
 
-  def time_one(self, max_share: float, max_wait: float) -> None:
-    """One timed call, repeated (up to 3 times in all) while other processes took more than `max_share`."""
+  def time_one(self, max_share: float, max_wait: float, lead_in: bool) -> None:
+    """One timed call (after an untimed one if `lead_in`), repeated (up to 3 times in all) while other processes
+    took more than `max_share`."""
     for attempt in itertools.count(1):
       wait_for_quiet(max_share, max_wait)
-      busy = busy_cpu_seconds()
-      self.process.stdin.write("run\n")
+      self.process.stdin.write("lead-in\n" if lead_in else "run\n")
       self.process.stdin.flush()
       result = self._read()
-      share = others_share(busy_cpu_seconds() - busy, result["cpu_seconds"], result["seconds"])
+      share = others_share(result["busy_seconds"], result["cpu_seconds"], result["seconds"])
       if share <= max_share or attempt == 3:
         break
     self.times.append(result["seconds"])
@@ -251,13 +259,13 @@ def measure(case: str, arch: str, precision: str, args) -> dict:
     for side in sides:
       one = Worker(side, case, arch, precision)
       for _ in range(args.repeats):
-        one.time_one(args.max_interference, args.max_wait)
+        one.time_one(args.max_interference, args.max_wait, args.lead_in)
       results[side] = one.finish()
   else:
     workers = [Worker(side, case, arch, precision) for side in sides]
     for _ in range(args.repeats):
       for one in workers:
-        one.time_one(args.max_interference, args.max_wait)
+        one.time_one(args.max_interference, args.max_wait, args.lead_in)
     results = {one.side: one.finish() for one in workers}
   return {"arch": arch, "case": case, "precision": precision, "torch": results["torch"], "ours": results["jax"],
           "ratio": results["torch"]["median_s"] / results["jax"]["median_s"]}
@@ -275,6 +283,8 @@ def main(argv=None) -> int:
   parser.add_argument("--precision", help="comma-separated fp32, bf16, fp16 (default: fp32 on a CPU, all on CUDA)")
   parser.add_argument("--repeats", type=int, default=3, help="timed calls per side and case (after a warm-up)")
   parser.add_argument("--sequential", action="store_true", help="one side after the other (half the memory)")
+  parser.add_argument("--no-lead-in", dest="lead_in", action="store_false",
+                      help="time calls that follow the other side's directly (no untimed call of their own first)")
   parser.add_argument("--max-interference", type=float, default=0.1,
                       help="share of the CPUs other processes may use during a timed call (Linux)")
   parser.add_argument("--max-wait", type=float, default=600, help="seconds to wait for a quiet machine per call")
@@ -291,7 +301,7 @@ def main(argv=None) -> int:
   for case in cases:
     parse_case(case)
   print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; median of {args.repeats} calls per side; "
-        f"ratio = PyTorch / ours")
+        f"ratio = PyTorch / ours; {'each after an untimed call of its own side' if args.lead_in else 'no lead-in call'}")
   print(f"{'arch':10s} {'case':14s} {'precision':9s} {'PyTorch s':>10s} {'ours s':>10s} {'ratio':>7s} "
         f"{'PyTorch GiB':>12s} {'ours GiB':>9s} {'others':>7s}")
   for arch in args.arch or ARCHS:
