@@ -22,10 +22,13 @@ import numpy as np  # noqa: E402
 from bench.export_latency import median_seconds  # noqa: E402
 from centerpose_jax.models import conv  # noqa: E402
 
-# DLA34 and fan_small at batch 2, 512x512 input: stem, backbone levels, neck nodes, ConvGRU, heads.
+# DLA34 and fan_small at batch 2, 512x512 input: stem, backbone levels, neck nodes, ConvGRU, heads; then the
+# merged convs (`layers.shared_input_conv`): the three heads of one GRU step (DLA34, fan_small; also at batch
+# 1) and fan_small's three ConvGRU convs on one map.
 CASES = ("2x512x3x16k7s1", "2x512x16x16k3s1", "2x256x32x64k3s2", "2x128x64x64k3s1", "2x64x128x128k3s1",
          "2x32x256x256k3s1", "2x16x512x512k3s1", "2x128x64x256k3s1", "2x128x128x128k3s1", "2x128x128x256k3s1",
-         "8x64x64x256k3s1", "8x64x128x128k3s1", "2x128x192x64k1s1")
+         "8x64x64x256k3s1", "8x64x128x128k3s1", "2x128x192x64k1s1", "2x128x64x768k3s1", "2x128x128x768k3s1",
+         "1x128x128x768k3s1", "2x128x128x384k3s1")
 
 
 def parse(case: str):

@@ -4,7 +4,8 @@ DLA34: base (6 levels) -> dla_up -> ida_up (levels first_level .. last_level - 1
 FAN:   base (4-level pyramid, strides 4-32) -> ida_up(128, up factors [1, 2, 4, 8]) -> 128 channels at
        stride 4.
 Both then run convGRU (hidden = neck width) and the heads (hm, wh, reg from GRU step 1; hm_hp, hp_offset,
-hps from step 2; scale from step 3). The module tree mirrors TAO's state_dict key paths (without TAO's
+hps from step 2; scale from step 3); the first convs of the heads that read one map run as one convolution
+(`heads.apply_heads`). The module tree mirrors TAO's state_dict key paths (without TAO's
 Lightning `model.` prefix), which is what the checkpoint converter relies on.
 """
 

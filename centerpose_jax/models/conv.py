@@ -14,11 +14,19 @@ inputs with HWIO kernels, and takes `impl`:
 The CPU formulations, and why (measured on a 2-core x86-64, docs/benchmarks.md):
 - Convs whose kernel equals their stride (1x1 convs, FAN's patch embeddings): one matrix product.
 - 3x3 stride-1 float32 convs with many channels on large maps (Cin * Cout and B * H_out * W_out above the
-  `WINOGRAD_GRAD_MIN_*` constants: the heads, FAN's ConvGRU and neck nodes): XLA's forward, and the input
-  and weight gradients by Winograd F(4x4, 3x3) (`_conv3x3_winograd_grad`). XLA:CPU runs a weight gradient
-  as a convolution whose window spans the whole feature map, 4-12x slower than its forward there; the
-  Winograd backward is 3-6x faster than XLA's. On smaller maps or fewer channels (DLA34's backbone, its
-  ConvGRU) XLA's gradients are as fast or faster. (A Winograd forward was not faster than XLA's.)
+  `WINOGRAD_GRAD_MIN_*` constants: the heads, FAN's ConvGRU and neck nodes): the input and weight gradients
+  by Winograd F(4x4, 3x3) (`_winograd_backward`). XLA:CPU runs a weight gradient as a convolution whose
+  window spans the whole feature map, 4-12x slower than its forward there; the Winograd backward is 3-6x
+  faster than XLA's. On smaller maps or fewer channels (DLA34's backbone, its ConvGRU) XLA's gradients are as
+  fast or faster.
+- Their forward by Winograd F(4x4, 3x3) too (`_winograd_forward`) where Cin >= 128 and Cout >= 256 on at
+  least a 128x128 output grid (`WINOGRAD_FORWARD_MIN_*`: FAN's heads and ConvGRU, whose convs that read one
+  map run as one there, `conv2d_shared_input`, 128 -> 256-768): 1.1-1.3x faster than XLA's convolution.
+  Its 36 batched products contract over Cin only, and XLA:CPU's matrix products run at 50-70 GFLOP/s with
+  such short contractions against 86 for its convolution (125 at a contraction of 1152), so with Cin 64
+  (DLA34's heads) or few outputs it is not faster and XLA's forward stays. It rounds differently from the
+  direct sum: about 1e-6 of the largest output magnitude (fan_small's heads at 512x512 move by 2e-5, 5e-6
+  without it, against outputs of std 0.5).
 - Other convs: XLA's.
 - Depthwise convs: a sum of k * k shifted multiply-adds (XLA:CPU's grouped convolution is 10-50x slower), with
   their own backward that keeps no shifted copies (`_shifted_depthwise`).
@@ -27,7 +35,7 @@ The CPU formulations, and why (measured on a 2-core x86-64, docs/benchmarks.md):
 """
 
 import functools
-from typing import Callable, Sequence, Tuple
+from typing import Callable, List, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -91,19 +99,48 @@ def _native_conv(x, kernel, *, stride: int, padding: int):
                                       dimension_numbers=_DIMENSIONS)
 
 
+def conv2d_shared_input(x: jax.Array, kernels: Sequence[jax.Array], stride: int = 1, padding: int = 0,
+                        impl: str = AUTO) -> List[jax.Array]:
+  """[conv2d(x, kernel, stride, padding, impl) for kernel in kernels] (kernels [k, k, C, K_i], one k).
+
+  The CPU formulation runs them as one convolution, the kernels concatenated along the output axis and the
+  result split, where that convolution takes the Winograd forward (module docstring): its products are then
+  wider and the input transform is shared. Elsewhere each runs alone: XLA:CPU's own convolution is 0.8-0.9x
+  as fast merged (3 x 64 -> 256 at 128x128, docs/benchmarks.md), and GPUs keep the layers as they are.
+  """
+  native = lambda x, kernels: [_native_conv(x, kernel, stride=stride, padding=padding) for kernel in kernels]
+  cpu = functools.partial(_cpu_conv_shared_input, stride=stride, padding=padding)
+  return per_platform(native, cpu, impl, x, list(kernels))
+
+
+def _cpu_conv_shared_input(x, kernels, *, stride: int, padding: int):
+  merged = jnp.concatenate(kernels, axis=-1)
+  if len(kernels) > 1 and _winograd_parts(x, merged, stride, padding)[0]:
+    y = _cpu_conv(x, merged, stride=stride, padding=padding)
+    return jnp.split(y, np.cumsum([kernel.shape[-1] for kernel in kernels])[:-1], axis=-1)
+  return [_cpu_conv(x, kernel, stride=stride, padding=padding) for kernel in kernels]
+
+
+def _winograd_parts(x, kernel, stride: int, padding: int) -> Tuple[bool, bool]:
+  """Whether the CPU formulation computes this conv's forward, and its gradients, by Winograd."""
+  k, _, channels, features = kernel.shape
+  if not (k == 3 and stride == 1 and x.dtype == jnp.float32):
+    return False, False
+  positions = x.shape[0] * (x.shape[1] + 2 * padding - 2) * (x.shape[2] + 2 * padding - 2)
+  forward = (channels >= WINOGRAD_FORWARD_MIN_IN_CHANNELS and features >= WINOGRAD_FORWARD_MIN_OUT_CHANNELS
+             and positions >= WINOGRAD_FORWARD_MIN_POSITIONS)
+  backward = channels * features >= WINOGRAD_GRAD_MIN_CHANNELS and positions >= WINOGRAD_GRAD_MIN_POSITIONS
+  return forward, backward
+
+
 def _cpu_conv(x, kernel, *, stride: int, padding: int):
   """The CPU formulation of `conv2d` for this shape (module docstring)."""
-  k, _, channels, features = kernel.shape
+  k = kernel.shape[0]
   if k == stride and padding == 0:
     return _patch_conv(x, kernel)
-  if k == 3 and stride == 1 and x.dtype == jnp.float32:
-    positions = x.shape[0] * ((x.shape[1] + 2 * padding - 2) * (x.shape[2] + 2 * padding - 2))
-    winograd_forward = (channels >= WINOGRAD_FORWARD_MIN_IN_CHANNELS and features >= WINOGRAD_FORWARD_MIN_OUT_CHANNELS
-                        and positions >= WINOGRAD_FORWARD_MIN_POSITIONS)
-    winograd_backward = (channels * features >= WINOGRAD_GRAD_MIN_CHANNELS
-                         and positions >= WINOGRAD_GRAD_MIN_POSITIONS)
-    if winograd_forward or winograd_backward:
-      return _conv3x3(x, kernel, padding, winograd_forward, winograd_backward)
+  winograd_forward, winograd_backward = _winograd_parts(x, kernel, stride, padding)
+  if winograd_forward or winograd_backward:
+    return _conv3x3(x, kernel, padding, winograd_forward, winograd_backward)
   return _native_conv(x, kernel, stride=stride, padding=padding)
 
 

@@ -20,7 +20,9 @@ class ConvGRUCell(nn.Module):
   Per step, from h0 = 0 and the same x every step:
     r = sigmoid(Wir x + Whr h), z = sigmoid(Wiz x + Whz h), n = tanh(Win x + r * Whn h),
     h' = (1 - z) * n + z * h.
-  The input terms are computed once; the first step skips the h terms (h0 = 0).
+  The input terms are computed once; the first step skips the h terms (h0 = 0). The three convs on x run as
+  one convolution (features -> 3 * features), and so do the three on h at each step
+  (`layers.shared_input_conv`; each conv keeps its own parameters).
 
   Attributes:
     features: hidden channels (64 for DLA34, 128 for FAN).

@@ -105,11 +105,9 @@ class Conv2d(nn.Module):
 
 
 def shared_input_conv(convs: Sequence[Conv2d], x: jax.Array) -> List[jax.Array]:
-  """[conv(x) for conv in convs] computed as one convolution: the dense `Conv2d` layers `convs`, which share
-  kernel size, stride, padding, dtype and formulation, with their kernels (and biases, zero where a layer
-  has none) concatenated along the output axis, the result split per layer. Each layer keeps its own
-  parameters (the same tree as calling each); one wide convolution runs faster than several narrow ones on
-  XLA:CPU, and on the CPU it is where the Winograd formulation pays (`conv.conv2d`).
+  """[conv(x) for conv in convs] for dense `Conv2d` layers that share kernel size, stride, padding, dtype and
+  formulation, through `conv.conv2d_shared_input` (on the CPU one convolution of the kernels concatenated,
+  where that takes the Winograd forward). Each layer keeps its own parameters (the same tree as calling each).
 
   x: [B, H, W, C_in] -> one [B, H_out, W_out, conv.features] per layer.
   """
@@ -119,12 +117,9 @@ def shared_input_conv(convs: Sequence[Conv2d], x: jax.Array) -> List[jax.Array]:
         1, first.kernel_size, first.stride, first.padding, first.dtype, first.conv_impl):
       raise ValueError("shared_input_conv needs dense convs with one kernel size, stride, padding, dtype and impl")
   weights = [layer.weights(x.shape[-1]) for layer in convs]
-  kernel = jnp.concatenate([kernel for kernel, _ in weights], axis=-1)
-  y = conv.conv2d(x.astype(first.dtype), kernel, first.stride, first.padding, first.conv_impl)
-  if any(bias is not None for _, bias in weights):
-    y = y + jnp.concatenate([jnp.zeros((layer.features,), first.dtype) if bias is None else bias
-                             for layer, (_, bias) in zip(convs, weights)])
-  return jnp.split(y, np.cumsum([layer.features for layer in convs])[:-1], axis=-1)
+  outputs = conv.conv2d_shared_input(x.astype(first.dtype), [kernel for kernel, _ in weights], first.stride,
+                                     first.padding, first.conv_impl)
+  return [y if bias is None else y + bias for y, (_, bias) in zip(outputs, weights)]
 
 
 # BatchNorm2d as TAO's (eps 1e-5, PyTorch momentum 0.1); called with use_running_average=not train. Under
