@@ -14,11 +14,12 @@ inputs with HWIO kernels, and takes `impl`:
 The CPU formulations, and why (measured on a 2-core x86-64, docs/benchmarks.md):
 - Convs whose kernel equals their stride (1x1 convs, FAN's patch embeddings): one matrix product.
 - 3x3 stride-1 float32 convs with many channels on large maps (Cin * Cout and B * H_out * W_out above the
-  `WINOGRAD_GRAD_MIN_*` constants: the heads, FAN's ConvGRU and neck nodes): the input and weight gradients
-  by Winograd F(4x4, 3x3) (`_winograd_backward`). XLA:CPU runs a weight gradient as a convolution whose
-  window spans the whole feature map, 4-12x slower than its forward there; the Winograd backward is 3-6x
-  faster than XLA's. On smaller maps or fewer channels (DLA34's backbone, its ConvGRU) XLA's gradients are as
-  fast or faster.
+  `WINOGRAD_GRAD_MIN_*` constants: the heads, FAN's ConvGRU and neck nodes, DLA34's 128-channel level3
+  blocks and neck node at 64x64 x 2 or 32x32 x 8 positions): the input and weight gradients by Winograd
+  F(4x4, 3x3) (`_winograd_backward`). XLA:CPU runs a weight gradient as a convolution whose window spans the
+  whole feature map, 4-12x slower than its forward there; the Winograd backward is 3-6x faster than XLA's.
+  With fewer channels (DLA34's 64-channel level2, its ConvGRU) or fewer positions (DLA34's level4 and level5)
+  XLA's gradients are as fast or faster.
 - Their forward by Winograd F(4x4, 3x3) too (`_winograd_forward`) where Cin >= 128 and Cout >= 256 on at
   least a 128x128 output grid (`WINOGRAD_FORWARD_MIN_*`: FAN's heads and ConvGRU, whose convs that read one
   map run as one there, `conv2d_shared_input`, 128 -> 256-768): 1.1-1.3x faster than XLA's convolution.
@@ -45,9 +46,10 @@ AUTO, NATIVE, CPU = "auto", "native", "cpu"
 IMPLS = (AUTO, NATIVE, CPU)
 _DIMENSIONS = ("NHWC", "HWIO", "NHWC")
 # XLA:CPU's own gradients of a 3x3 conv are slow from about this Cin * Cout and this many output positions
-# (B * H_out * W_out) on; below either they are as fast as the Winograd ones or faster (docs/benchmarks.md).
+# (B * H_out * W_out) on; below either they are as fast as the Winograd ones or faster (docs/benchmarks.md:
+# the positions threshold was 2 * 128 * 128 until the DLA34 train step measured 4-5 % faster with this one).
 WINOGRAD_GRAD_MIN_CHANNELS = 128 * 128
-WINOGRAD_GRAD_MIN_POSITIONS = 2 * 128 * 128
+WINOGRAD_GRAD_MIN_POSITIONS = 2 * 64 * 64
 # 3x3 stride-1 float32 convs with at least these input and output channels and output positions run their
 # forward by Winograd too. Its batched products contract over C_in, and XLA:CPU's matrix products are slow
 # for short contractions (C_in 64: no faster than XLA's convolution; 128 -> 256-768: 1.1-1.3x faster).

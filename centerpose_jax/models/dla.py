@@ -91,7 +91,7 @@ class Tree(nn.Module):
     features: output channels.
     stride: 1 or 2 (conv1 of the first block; the residual path max-pools).
     level_root: whether the pooled input feeds the root.
-    defs: the layer constructors; `defs.remat` wraps the BasicBlocks.
+    defs: the layer constructors; `defs.remat` wraps the BasicBlocks, `defs.max_pool` pools the residual path.
   """
   levels: int
   features: int
@@ -102,7 +102,7 @@ class Tree(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool, children: Sequence[jnp.ndarray] = ()):
     """x: [B, H, W, C] -> [B, H / stride, W / stride, features]."""
-    bottom = layers.max_pool(x, self.stride) if self.stride > 1 else x
+    bottom = self.defs.max_pool(x, self.stride) if self.stride > 1 else x
     children = list(children) + ([bottom] if self.level_root else [])
     if self.levels > 1:
       x1 = Tree(self.levels - 1, self.features, self.stride, defs=self.defs, name="tree1")(x, train)

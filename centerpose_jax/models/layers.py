@@ -239,9 +239,60 @@ def _lifted_tied_checkpoint(fn: Callable, static_argnums: Tuple[int, ...] = ()) 
   return flax_lift.pack(inner, (True,), (True,), (True,), name="remat")
 
 
-def max_pool(x, stride: int):
-  """PyTorch MaxPool2d(stride, stride): [B, H, W, C] -> [B, H // stride, W // stride, C]."""
+def max_pool(x, stride: int, impl: str = conv.AUTO):
+  """PyTorch MaxPool2d(stride, stride): [B, H, W, C] -> [B, H // stride, W // stride, C] (rows and columns
+  past the last whole window dropped, as PyTorch).
+
+  `impl` (`conv.IMPLS`) picks the formulation: XLA's `reduce_window` ("native": ONNX MaxPool; other platforms
+  under "auto"), or on the CPU `_window_max`: XLA:CPU differentiates `reduce_window` max through a variadic
+  reduce-window over four iota index maps and a scatter, 20-30x slower than the elementwise backward of
+  `_window_max` (docs/benchmarks.md). Both send a window's gradient to its first maximum (row-major), as PyTorch.
+  """
+  native = functools.partial(_native_max_pool, stride=stride)
+  return conv.per_platform(native, functools.partial(_window_max, stride=stride), impl, x)
+
+
+def _native_max_pool(x, *, stride: int):
   return nn.max_pool(x, window_shape=(stride, stride), strides=(stride, stride), padding="VALID")
+
+
+def _pool_windows(x, stride: int):
+  """x [B, H, W, C] -> its whole windows [B, H // s, s, W // s, s, C]."""
+  batch, height, width, channels = x.shape
+  rows, cols = height // stride, width // stride
+  return x[:, :rows * stride, :cols * stride].reshape(batch, rows, stride, cols, stride, channels)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _window_max(x, stride: int):
+  """The max pool as a reduction over the reshaped windows, with an elementwise backward (`max_pool`)."""
+  return _pool_windows(x, stride).max(axis=(2, 4))
+
+
+def _window_max_fwd(x, stride):
+  pooled = _window_max(x, stride)
+  return pooled, (x, pooled)
+
+
+def _window_max_bwd(stride, residuals, grad):
+  x, pooled = residuals
+  windows = _pool_windows(x, stride)
+  taken = jnp.zeros(pooled.shape, bool)
+  rows = []
+  for i in range(stride):
+    row = []
+    for j in range(stride):  # row-major: the first element equal to the maximum takes the gradient
+      hit = (windows[:, :, i, :, j] == pooled) & ~taken
+      taken = taken | hit
+      row.append(jnp.where(hit, grad, jnp.zeros_like(grad)))
+    rows.append(jnp.stack(row, axis=3))
+  batch, rows_out, cols_out, channels = pooled.shape
+  grad_x = jnp.stack(rows, axis=2).reshape(batch, rows_out * stride, cols_out * stride, channels)
+  height, width = x.shape[1:3]
+  return (jnp.pad(grad_x, ((0, 0), (0, height - rows_out * stride), (0, width - cols_out * stride), (0, 0))),)
+
+
+_window_max.defvjp(_window_max_fwd, _window_max_bwd)
 
 
 def bilinear_upsample_kernel(kernel_size: int, channels: int) -> np.ndarray:
@@ -349,6 +400,7 @@ class ModuleDefs:
     dense: `Dense` with the compute dtype.
     batch_norm: `BatchNorm`, layer_norm: `LayerNorm`, group_norm: `GroupNorm`, with the compute dtype.
     attention: the attention function (`attention`) of the formulation.
+    max_pool: `max_pool` of the formulation.
     remat: `rematerialised` or `unchanged`; a module applies it to the Module class of its repeated blocks.
   """
   conv: ModuleDef = Conv2d
@@ -358,13 +410,14 @@ class ModuleDefs:
   layer_norm: ModuleDef = LayerNorm
   group_norm: ModuleDef = GroupNorm
   attention: Callable = attention()
+  max_pool: Callable = max_pool
   remat: Callable[..., ModuleDef] = unchanged
 
 
 def module_defs(dtype: Any = jnp.float32, conv_impl: str = conv.AUTO, remat: bool = False) -> ModuleDefs:
-  """The `ModuleDefs` of a network: compute `dtype` (parameters stay float32), convolutions and attention in
-  the formulation `conv_impl` (`conv.IMPLS`; "native" exports as ONNX Conv / ConvTranspose), repeated blocks
-  rematerialised with `remat` (`train.activation_checkpointing`)."""
+  """The `ModuleDefs` of a network: compute `dtype` (parameters stay float32), convolutions, attention and max
+  pooling in the formulation `conv_impl` (`conv.IMPLS`; "native" exports as ONNX Conv / ConvTranspose /
+  MaxPool), repeated blocks rematerialised with `remat` (`train.activation_checkpointing`)."""
   formulated = dict(dtype=dtype, conv_impl=conv_impl)
   return ModuleDefs(conv=functools.partial(Conv2d, **formulated),
                     upsample=functools.partial(DepthwiseUpsample, **formulated),
@@ -373,4 +426,5 @@ def module_defs(dtype: Any = jnp.float32, conv_impl: str = conv.AUTO, remat: boo
                     layer_norm=functools.partial(LayerNorm, dtype=dtype),
                     group_norm=functools.partial(GroupNorm, dtype=dtype),
                     attention=attention(conv_impl),
+                    max_pool=functools.partial(max_pool, impl=conv_impl),
                     remat=rematerialised if remat else unchanged)

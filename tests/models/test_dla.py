@@ -70,6 +70,26 @@ def test_depthwise_upsample_formulations_equal_pytorch_conv_transpose(factor):
   np.testing.assert_allclose(results[conv.CPU][1], results[conv.NATIVE][1], atol=1e-4)
 
 
+@pytest.mark.parametrize("stride", [2, 4])
+def test_max_pool_cpu_formulation_equals_xla_values_and_gradients_with_ties(stride):
+  # ReLU'd integers: many windows hold ties (all zeros or repeated values); sizes leave a partial window.
+  rng = np.random.default_rng(stride)
+  x = np.maximum(rng.integers(-3, 3, (2, 2 * stride + 1, 3 * stride + 1, 5)), 0).astype(np.float32)
+  cotangent = rng.standard_normal((2, 2, 3, 5)).astype(np.float32)
+  results = {}
+  for impl in (conv.CPU, conv.NATIVE):
+    def pooled_and_grad(inputs, impl=impl):
+      pooled, vjp = jax.vjp(lambda a: layers.max_pool(a, stride, impl), inputs)
+      return pooled, vjp(cotangent)[0]
+    results[impl] = jax.jit(pooled_and_grad)(x)
+  np.testing.assert_array_equal(results[conv.CPU][0], results[conv.NATIVE][0])
+  np.testing.assert_array_equal(results[conv.CPU][1], results[conv.NATIVE][1])
+  # A window of equal values sends its whole gradient to its first (row-major) element, as PyTorch.
+  grad = jax.grad(lambda inputs: jnp.sum(layers.max_pool(inputs, stride, conv.CPU)))(jnp.ones((1, stride, stride, 1)))
+  assert grad[0, 0, 0, 0] == 1 and float(grad.sum()) == 1
+  assert "reduce_window" not in str(jax.make_jaxpr(lambda a: layers.max_pool(a, stride, conv.CPU))(x))
+
+
 def test_depthwise_upsample_initialises_to_bilinear_interpolation():
   layer = layers.DepthwiseUpsample(2)
   x = jnp.zeros((1, 4, 4, 3))
