@@ -21,7 +21,8 @@ The CPU formulations, and why (measured on a 2-core x86-64, docs/benchmarks.md):
   ConvGRU) XLA's gradients are as fast or faster. (A Winograd forward was not faster than XLA's.)
 - Other convs: XLA's.
 - Depthwise convs: a sum of k * k shifted multiply-adds (XLA:CPU's grouped convolution is 10-50x slower), with
-  their own backward that keeps no shifted copies (`_shifted_depthwise`).
+  their own backward that keeps no shifted copies (`_shifted_depthwise`), the sum kept out of the next
+  matrix product's YNNPACK fusion (`_unfused_by_ynnpack`).
 - The depthwise transposed conv of the neck's up layers: per output phase, a sum of shifted multiply-adds,
   the phases interleaved (2-3x faster than the input-dilated grouped convolution).
 """
