@@ -30,7 +30,8 @@ The CPU formulations, and why (measured on a 2-core x86-64, docs/benchmarks.md):
   without it, against outputs of std 0.5).
 - Other convs: XLA's.
 - Depthwise convs: a sum of k * k shifted multiply-adds (XLA:CPU's grouped convolution is 10-50x slower), with
-  their own backward that keeps no shifted copies (`_shifted_depthwise`).
+  their own backward that keeps no shifted copies (`_shifted_depthwise`), the sum kept out of the next
+  matrix product's YNNPACK fusion (`_unfused_by_ynnpack`).
 - The depthwise transposed conv of the neck's up layers: per output phase, a sum of shifted multiply-adds,
   the phases interleaved (2-3x faster than the input-dilated grouped convolution).
 """
@@ -261,13 +262,26 @@ def _native_depthwise(x, kernel):
                                       feature_group_count=x.shape[-1])
 
 
+def _unfused_by_ynnpack(x):
+  """x unchanged (float32 rounded to float32's own bits), as an op that XLA:CPU's YNNPACK fusions do not take.
+
+  XLA:CPU hands a matrix product to YNNPACK together with the element-wise ops around it that YNNPACK
+  supports. Where those are a depthwise conv's k * k shifted multiply-adds (ConvNeXt: 7x7 conv, LayerNorm,
+  1x1 conv), YNNPACK gets the shifted copies and the broadcast kernel taps as materialised [B, H, W, C]
+  inputs; a reduce-precision, which YNNPACK does not support, keeps the sum in XLA's one fused loop:
+  1.7x faster ConvNeXt block forward (docs/benchmarks.md). A no-op for every floating dtype of at most
+  float32's bits.
+  """
+  return jax.lax.reduce_precision(x, exponent_bits=8, mantissa_bits=23)
+
+
 def _depthwise_taps(x, kernel):
-  """The depthwise correlation as a sum of k * k shifted multiply-adds (one fused loop on XLA:CPU)."""
+  """The depthwise correlation as a sum of k * k shifted multiply-adds, in one fused loop on XLA:CPU."""
   k, pad = kernel.shape[0], kernel.shape[0] // 2
   height, width = x.shape[1:3]
   padded = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
   taps = [padded[:, i:i + height, j:j + width] * kernel[i, j, 0] for i in range(k) for j in range(k)]
-  return functools.reduce(jnp.add, taps)
+  return _unfused_by_ynnpack(functools.reduce(jnp.add, taps))
 
 
 @jax.custom_vjp

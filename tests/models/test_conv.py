@@ -95,7 +95,8 @@ def _lowered_ops(platform: str) -> dict:
   kernels = [jax.ShapeDtypeStruct(shape, jnp.float32)
              for shape in ((3, 3, 128, 128), (3, 3, 128, 128), (3, 3, 1, 128), (4, 4, 1, 128))]
   text = export.export(jax.jit(jax.grad(loss, argnums=(0, 1))), platforms=[platform])(x, kernels).mlir_module()
-  return {"convolution": text.count("stablehlo.convolution"), "dot_general": text.count("stablehlo.dot_general")}
+  return {"convolution": text.count("stablehlo.convolution"), "dot_general": text.count("stablehlo.dot_general"),
+          "reduce_precision": text.count("stablehlo.reduce_precision")}
 
 
 def test_cpu_formulations_are_chosen_only_when_lowering_for_the_cpu():
@@ -103,10 +104,32 @@ def test_cpu_formulations_are_chosen_only_when_lowering_for_the_cpu():
   or TPU on this CPU-only machine, every conv and every gradient stays an XLA convolution (cuDNN's kernels)."""
   for platform in ("cuda", "rocm", "tpu"):
     ops = _lowered_ops(platform)
-    assert ops["dot_general"] == 0, (platform, ops)
+    assert ops["dot_general"] == 0 and ops["reduce_precision"] == 0, (platform, ops)
     # at least the forward and the weight gradient of each of the four (input gradients add more)
     assert ops["convolution"] >= 8, (platform, ops)
   cpu = _lowered_ops("cpu")
   # XLA convolutions: both forwards and the stride-2 conv's two gradients; the first conv's gradients are
   # matrix products; the depthwise ones are shifted multiply-adds.
-  assert cpu["convolution"] == 4 and cpu["dot_general"] > 2, cpu
+  assert cpu["convolution"] == 4 and cpu["dot_general"] > 2 and cpu["reduce_precision"] >= 1, cpu
+
+
+def test_depthwise_sum_stays_out_of_the_matrix_product_fusion_on_the_cpu():
+  """ConvNeXt's depthwise conv -> normalisation -> 1x1 conv compiled by XLA:CPU: the depthwise sum ends in a
+  reduce-precision that survives optimisation, so the sum is not handed to the matrix product's YNNPACK
+  fusion (whose inputs would then be the shifted copies); the reduce-precision changes no value."""
+  rng = np.random.default_rng(2)
+  x = rng.standard_normal((1, 16, 16, 32)).astype(np.float32)
+  kernel = rng.standard_normal((7, 7, 1, 32)).astype(np.float32)
+  weights = rng.standard_normal((1, 1, 32, 64)).astype(np.float32)
+
+  def block(impl):
+    def fn(a, b, w):
+      y = conv.depthwise_conv2d(a, b, impl)
+      y = (y - y.mean(axis=-1, keepdims=True)) * jax.lax.rsqrt(y.var(axis=-1, keepdims=True) + 1e-6)
+      return conv.conv2d(y, w, 1, 0, impl)
+    return jax.jit(fn)
+
+  compiled = block(conv.CPU).lower(x, kernel, weights).compile().as_text()
+  assert "reduce-precision(" in compiled
+  np.testing.assert_allclose(block(conv.CPU)(x, kernel, weights), block(conv.NATIVE)(x, kernel, weights),
+                             atol=1e-4)

@@ -60,7 +60,8 @@ def test_matches_tao_golden_outputs(tao_reference, fan_small_variables, arch):
     np.testing.assert_allclose(outputs[head], _nhwc(golden[head]), atol=1e-4, rtol=1e-4, err_msg=head)
 
 
-def test_cpu_attention_equals_dot_product_attention_and_its_gradients():
+@pytest.mark.parametrize("query_block", [layers.ATTENTION_QUERY_BLOCK, 16])  # 16: 40 queries in 3 blocks
+def test_cpu_attention_equals_dot_product_attention_and_its_gradients(query_block):
   q, k, v = (jax.random.normal(key, (2, 40, 4, 16)) * 3 for key in jax.random.split(jax.random.key(0), 3))
   cotangent = jax.random.normal(jax.random.key(1), q.shape)
 
@@ -69,7 +70,7 @@ def test_cpu_attention_equals_dot_product_attention_and_its_gradients():
     return out, vjp(cotangent)
 
   expected, expected_grads = jax.jit(lambda: value_and_grads(jax.nn.dot_product_attention))()
-  out, grads = jax.jit(lambda: value_and_grads(layers.cpu_attention))()
+  out, grads = jax.jit(lambda: value_and_grads(lambda *a: layers.cpu_attention(*a, query_block=query_block)))()
   np.testing.assert_allclose(out, expected, atol=1e-5)
   for grad, expected_grad in zip(grads, expected_grads):
     np.testing.assert_allclose(grad, expected_grad, atol=1e-4)
