@@ -2,7 +2,11 @@
 python evaluate.py --config=configs/bike.py --config.evaluate.checkpoint=CKPT --config.dataset.test_data=DIR/test
 """
 
-from centerpose_jax import cli
+from centerpose_jax import host_memory
+
+host_memory.use_huge_pages(__name__)  # first: it may restart the program, with malloc's huge pages
+
+from centerpose_jax import cli  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
 
 _CONFIG = cli.define_config_flag()
 

@@ -35,6 +35,10 @@ adds the dynamic loss scaling of each side (`torch.amp.GradScaler`, `train.preci
 runs with `cudnn.benchmark` and TF32 matmuls (its convolutions use TF32 by default; XLA's default precision
 allows TF32 for both), and our worker does not preallocate GPU memory (XLA_PYTHON_CLIENT_PREALLOCATE=false),
 so both fit on one device. On a CPU the default is fp32 only (bf16 brings nothing there).
+
+Our worker runs with malloc's transparent huge pages where they take effect, as the entry points do
+(`centerpose_jax.host_memory`); PyTorch's with its defaults (--torch-huge-pages: with them too; on the
+2-core development machine they made PyTorch's train step slower).
 """
 
 import argparse
@@ -50,6 +54,8 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # configs/
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # train_throughput
+
+from centerpose_jax import host_memory  # noqa: E402
 
 ARCHS = ("DLA34", "fan_small")
 CASES = ("forward:1x512", "forward:8x256", "train:2x512", "train:8x256")
@@ -213,8 +219,8 @@ def wait_for_quiet(max_share: float, max_wait: float) -> None:
 class Worker:
   """A worker process of one side, driven line by line."""
 
-  def __init__(self, side: str, case: str, arch: str, precision: str):
-    env = dict(os.environ)
+  def __init__(self, side: str, case: str, arch: str, precision: str, huge_pages: bool):
+    env = host_memory.huge_pages_environment(os.environ) if huge_pages else dict(os.environ)
     env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # share an accelerator with the PyTorch worker
     command = [sys.executable, __file__, "--worker", side, "--case", case, "--arch", arch, "--precision",
                precision]
@@ -257,12 +263,13 @@ def measure(case: str, arch: str, precision: str, args) -> dict:
   results = {}
   if args.sequential:
     for side in sides:
-      one = Worker(side, case, arch, precision)
+      one = Worker(side, case, arch, precision, huge_pages=side == "jax" or args.torch_huge_pages)
       for _ in range(args.repeats):
         one.time_one(args.max_interference, args.max_wait, args.lead_in)
       results[side] = one.finish()
   else:
-    workers = [Worker(side, case, arch, precision) for side in sides]
+    workers = [Worker(side, case, arch, precision, huge_pages=side == "jax" or args.torch_huge_pages)
+               for side in sides]
     for _ in range(args.repeats):
       for one in workers:
         one.time_one(args.max_interference, args.max_wait, args.lead_in)
@@ -288,6 +295,8 @@ def main(argv=None) -> int:
   parser.add_argument("--max-interference", type=float, default=0.1,
                       help="share of the CPUs other processes may use during a timed call (Linux)")
   parser.add_argument("--max-wait", type=float, default=600, help="seconds to wait for a quiet machine per call")
+  parser.add_argument("--torch-huge-pages", action="store_true",
+                      help="run PyTorch with malloc's transparent huge pages too (ours always runs as train.py does)")
   parser.add_argument("--worker", choices=("torch", "jax"), help=argparse.SUPPRESS)  # internal
   args = parser.parse_args(argv)
   if args.worker:
