@@ -36,7 +36,7 @@ def test_runtime_code_does_not_import_test_helpers_or_torch_at_load_time():
 # Item 1 of issue 16: the package's layers, lowest first. A module may import its own layer and the ones below,
 # never one above; a package (centerpose_jax/<name>/) counts as one module of its layer.
 LAYERS = (
-    ("errors", "geometry", "categories", "config", "encryption"),  # leaves: the config schema, the frames
+    ("errors", "geometry", "categories", "config", "encryption", "host_memory"),  # leaves: config schema, frames
     ("mesh", "distributed", "models", "data", "objectron"),  # devices, processes; networks; samples and labels
     ("convert", "checkpoint"),  # weights I/O: TAO formats, Orbax checkpoints
     ("inference",),  # the predict function, predictors (JAX, onnxruntime), post-processing, output
