@@ -20,14 +20,17 @@ The CPU formulations, and why (measured on a 2-core x86-64, docs/benchmarks.md):
   whole feature map, 4-12x slower than its forward there; the Winograd backward is 3-6x faster than XLA's.
   With fewer channels (DLA34's 64-channel level2, its ConvGRU) or fewer positions (DLA34's level4 and level5)
   XLA's gradients are as fast or faster.
-- Their forward by Winograd F(4x4, 3x3) too (`_winograd_forward`) where Cin >= 128 and Cout >= 256 on at
-  least a 128x128 output grid (`WINOGRAD_FORWARD_MIN_*`: FAN's heads and ConvGRU, whose convs that read one
-  map run as one there, `conv2d_shared_input`, 128 -> 256-768): 1.1-1.3x faster than XLA's convolution.
-  Its 36 batched products contract over Cin only, and XLA:CPU's matrix products run at 50-70 GFLOP/s with
-  such short contractions against 86 for its convolution (125 at a contraction of 1152), so with Cin 64
-  (DLA34's heads) or few outputs it is not faster and XLA's forward stays. It rounds differently from the
-  direct sum: about 1e-6 of the largest output magnitude (fan_small's heads at 512x512 move by 2e-5, 5e-6
-  without it, against outputs of std 0.5).
+- Their forward by Winograd F(4x4, 3x3) too (`_winograd_forward`) where Cin >= 64 and Cout >= 256 on at
+  least a 128x128 output grid (`WINOGRAD_FORWARD_MIN_*`: the heads of both backbones and FAN's ConvGRU, whose
+  convs that read one map run as one there, `conv2d_shared_input`, 64 or 128 -> 256-768): 1.1-2x faster
+  than XLA's convolution. Its 36 batched products contract over Cin only, and XLA:CPU's matrix products run
+  at 50-70 GFLOP/s with such short contractions against 86 for its convolution (125 at a contraction of
+  1152); what makes up for it is 4x fewer multiplications, once the transforms' memory traffic no longer
+  page-faults (`host_memory`). With fewer outputs it is not faster and XLA's forward stays. It rounds
+  differently from the direct sum: about 1e-6 of the largest output magnitude (fan_small's heads at 512x512
+  move by 2e-5, 5e-6 without it, against outputs of std 0.5).
+- Strided convs with at most 16 input channels (DLA34's level1): XLA's forward and kernel gradient, the input
+  gradient as one stride-1 convolution that yields every output phase (`_phase_input_grad`).
 - Other convs: XLA's.
 - Depthwise convs: a sum of k * k shifted multiply-adds (XLA:CPU's grouped convolution is 10-50x slower), with
   their own backward that keeps no shifted copies (`_shifted_depthwise`), the sum kept out of the next
@@ -53,10 +56,15 @@ WINOGRAD_GRAD_MIN_CHANNELS = 128 * 128
 WINOGRAD_GRAD_MIN_POSITIONS = 2 * 64 * 64
 # 3x3 stride-1 float32 convs with at least these input and output channels and output positions run their
 # forward by Winograd too. Its batched products contract over C_in, and XLA:CPU's matrix products are slow
-# for short contractions (C_in 64: no faster than XLA's convolution; 128 -> 256-768: 1.1-1.3x faster).
-WINOGRAD_FORWARD_MIN_IN_CHANNELS = 128
+# for short contractions; with huge pages (`host_memory`) 64 -> 768 is still 1.4-2x faster than XLA's
+# convolution (docs/benchmarks.md), 128 -> 128 is not.
+WINOGRAD_FORWARD_MIN_IN_CHANNELS = 64
 WINOGRAD_FORWARD_MIN_OUT_CHANNELS = 256
 WINOGRAD_FORWARD_MIN_POSITIONS = 128 * 128
+# Strided convs with at most this many input channels (DLA34's level1, 16 -> 32 at stride 2) take their input
+# gradient as one stride-1 convolution that yields every output phase (`_phase_input_grad`): XLA:CPU runs the
+# input-dilated convolution it would use without YNNPACK, 2-4x slower there; from 32 channels on it is as fast.
+PHASE_GRAD_MAX_IN_CHANNELS = 16
 
 # Name scope of the weight-gradient ops the CPU formulations compute themselves (bench/train_step_profile.py).
 WEIGHT_GRAD_SCOPE = "weight_grad"
@@ -144,6 +152,8 @@ def _cpu_conv(x, kernel, *, stride: int, padding: int):
   winograd_forward, winograd_backward = _winograd_parts(x, kernel, stride, padding)
   if winograd_forward or winograd_backward:
     return _conv3x3(x, kernel, padding, winograd_forward, winograd_backward)
+  if stride > 1 and k > stride and kernel.shape[2] <= PHASE_GRAD_MAX_IN_CHANNELS:
+    return _strided_conv(x, kernel, stride, padding)
   return _native_conv(x, kernel, stride=stride, padding=padding)
 
 
@@ -244,6 +254,60 @@ def _winograd_backward(padding, residuals, grad):
 
 
 _conv3x3.defvjp(_conv3x3_fwd, _conv3x3_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _strided_conv(x, kernel, stride: int, padding: int):
+  """XLA's strided conv, whose input gradient is `_phase_input_grad` (the kernel gradient stays XLA's)."""
+  return _native_conv(x, kernel, stride=stride, padding=padding)
+
+
+def _strided_conv_fwd(x, kernel, stride, padding):
+  return _native_conv(x, kernel, stride=stride, padding=padding), (x, kernel)
+
+
+def _strided_conv_bwd(stride, padding, residuals, grad):
+  x, kernel = residuals
+  grad_kernel = jax.vjp(lambda w: _native_conv(x, w, stride=stride, padding=padding), kernel)[1](grad)[0]
+  return _phase_input_grad(grad, kernel, stride, padding, x.shape), grad_kernel
+
+
+def _phase_input_grad(grad, kernel, stride: int, padding: int, input_shape):
+  """The input gradient of a strided conv (kernel [k, k, C, K], k > stride) as one stride-1 convolution.
+
+  Input pixel s * q + phase receives grad[q + shift] through tap t for the (shift, t) pairs of
+  `_phase_taps` (a transposed conv). All s * s phases come out of one VALID convolution of the output
+  gradient grad [B, H_out, W_out, K] over the shifts, with a kernel [shifts, shifts, K, s * s * C] that holds
+  each phase's taps (zeros where a phase has none), and are then interleaved: [B, H, W, C] of input_shape.
+  """
+  k, _, channels, _ = kernel.shape
+  batch, height, width, _ = input_shape
+  taps = [dict(_phase_taps(phase, stride, padding, k)) for phase in range(stride)]  # shift -> tap, per phase
+  low = min(min(phase_taps) for phase_taps in taps)
+  size = max(max(phase_taps) for phase_taps in taps) - low + 1
+  tap = np.zeros((size, stride), np.int32)  # [shift - low, phase] -> kernel tap (0 where the phase has none)
+  used = np.zeros((size, stride), np.float32)
+  for shift in range(size):
+    for phase in range(stride):
+      if shift + low in taps[phase]:
+        tap[shift, phase], used[shift, phase] = taps[phase][shift + low], 1
+  combined = kernel[tap[:, None, :, None], tap[None, :, None, :]]  # [size, size, s (y phase), s (x phase), C, K]
+  combined *= (used[:, None, :, None] * used[None, :, None, :])[..., None, None].astype(kernel.dtype)
+  combined = combined.transpose(0, 1, 5, 2, 3, 4).reshape(size, size, -1, stride * stride * channels)
+  rows, cols = -(-height // stride), -(-width // stride)  # output phase positions q per axis
+
+  def gathered(axis_len, positions):  # pads grad so that row q + shift exists for every q and shift
+    return (max(0, -low), max(0, positions - 1 + low + size - 1 - (axis_len - 1)))
+
+  padded = jnp.pad(grad, ((0, 0), gathered(grad.shape[1], rows), gathered(grad.shape[2], cols), (0, 0)))
+  padded = padded[:, max(0, low):, max(0, low):]
+  phases = jax.lax.conv_general_dilated(padded, combined, (1, 1), "VALID", dimension_numbers=_DIMENSIONS)
+  phases = phases[:, :rows, :cols].reshape(batch, rows, cols, stride, stride, channels)
+  out = phases.transpose(0, 1, 3, 2, 4, 5).reshape(batch, rows * stride, cols * stride, channels)
+  return out[:, :height, :width]
+
+
+_strided_conv.defvjp(_strided_conv_fwd, _strided_conv_bwd)
 
 
 # ----------------------------------------------------------------------------------------------------

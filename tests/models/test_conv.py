@@ -20,6 +20,9 @@ CONV_CASES = {
     "patch_1x1": ((2, 5, 6, 24), 1, 48, 1, 0),
     "patch_2x2": ((2, 9, 8, 16), 2, 64, 2, 0),  # odd height: PyTorch drops the last row
     "native_stride2": ((2, 12, 11, 32), 3, 32, 2, 1),
+    "phase_stride2": ((2, 13, 10, 8), 3, 24, 2, 1),  # few input channels: the input gradient by phases
+    "phase_stride2_5x5": ((1, 11, 12, 4), 5, 6, 2, 2),
+    "phase_stride3_valid": ((1, 14, 13, 3), 5, 4, 3, 0),
     "native_7x7": ((1, 16, 16, 3), 7, 16, 1, 3),
 }
 
@@ -60,7 +63,13 @@ def test_cpu_conv_equals_xla_conv_and_its_gradients(case, monkeypatch):
   # Winograd forward or backward (transforms and per-position products).
   grad_jaxpr = jax.make_jaxpr(jax.grad(lambda w: jnp.sum(conv.conv2d(x, w, stride, padding, conv.CPU))))(kernel)
   dots = str(grad_jaxpr).count("dot_general")
-  assert dots == 0 if case.startswith("native") else (dots == 2 if case.startswith("patch") else dots > 2), dots
+  assert dots == 0 if case.startswith(("native", "phase")) else (dots == 2 if case.startswith("patch") else
+                                                                  dots > 2), dots
+  # The strided convs' input gradient: XLA's input-dilated convolution, or the phases' stride-1 one.
+  input_grad_jaxpr = str(jax.make_jaxpr(jax.grad(lambda a: jnp.sum(conv.conv2d(a, kernel, stride, padding,
+                                                                                conv.CPU))))(x))
+  if stride > 1 and k > stride:
+    assert (f"lhs_dilation=({stride}, {stride})" in input_grad_jaxpr) == case.startswith("native"), case
 
 
 def test_depthwise_conv_formulations_agree_with_pytorch_cross_correlation():
