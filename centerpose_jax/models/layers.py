@@ -359,30 +359,6 @@ class Mlp(nn.Module):
     return self.linear(self.dim, name="fc2")(gelu(x))
 
 
-@jax.custom_vjp
-def cotangent_boundary(x):
-  """x unchanged; its cotangent is materialised as it is on the CPU (a stage boundary of the backward pass).
-
-  On XLA:CPU a residual stream's gradient (FAN's blocks: x + f(x) repeated) is a chain of element-wise adds that
-  XLA duplicates into the consumers of every block's gradient: each block's backward fusion then recomputes the
-  sum of all later blocks' contributions, and writes it transposed for a weight gradient (block 0's fusion of
-  fan_small took 100 ms, the patch embedding's 200). An optimization barrier on the cotangent at each block's
-  input makes XLA compute it once. Other platforms get the cotangent as it is.
-  """
-  return x
-
-
-def _cotangent_boundary_fwd(x):
-  return x, None
-
-
-def _cotangent_boundary_bwd(_, grad):
-  return (conv.per_platform(lambda g: g, jax.lax.optimization_barrier, conv.AUTO, grad),)
-
-
-cotangent_boundary.defvjp(_cotangent_boundary_fwd, _cotangent_boundary_bwd)
-
-
 def drop_path(rate: float) -> nn.Dropout:
   """timm's DropPath on tokens [B, N, C]: one keep/drop draw per sample, kept samples scaled by 1 / (1 - rate)."""
   return nn.Dropout(rate, broadcast_dims=(1, 2))
