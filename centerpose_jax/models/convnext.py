@@ -46,7 +46,7 @@ class ConvNeXtBlocks(nn.Module):
   def __call__(self, x):
     block = self.defs.remat(ConvNeXtBlock)
     for i in range(self.depth):
-      x = block(self.dim, self.defs, name=str(i))(x)
+      x = block(self.dim, self.defs, name=str(i))(layers.cotangent_boundary(x))
     return x
 
 

@@ -229,7 +229,8 @@ class FANBlocks(nn.Module):
     tap = None
     block = self.defs.remat(FANBlock, static_argnums=(2, 3, 4))
     for i in range(self.depth):
-      x = block(self.dim, self.num_heads, defs=self.defs, name=str(i))(x, height, width, train)
+      x = block(self.dim, self.num_heads, defs=self.defs, name=str(i))(layers.cotangent_boundary(x), height, width,
+                                                                        train)
       if i == self.tap_index:
         tap = x
     return tap, x

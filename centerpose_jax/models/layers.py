@@ -359,6 +359,39 @@ class Mlp(nn.Module):
     return self.linear(self.dim, name="fc2")(gelu(x))
 
 
+@jax.custom_vjp
+def cotangent_boundary(x):
+  """x unchanged; on the CPU its cotangent is computed once, before anything consumes it.
+
+  The input of every FAN and ConvNeXt block goes through it. The residual stream's gradient is a chain of adds
+  (one per block); XLA:CPU fuses that chain into each block's backward fusions instead of computing it once, so
+  block k's fusions re-read every later block's contributions (fan_small's patch-embedding fusion had 149
+  operands, 110-200 ms). The cotangent is made the operand of a conditional, which XLA cannot fuse, and whose
+  predicate (an element equals itself) it cannot fold; both branches return it unchanged (NaN included). An
+  optimization barrier does not do it: XLA:CPU removes barriers before fusing. fan_small step -7 to -11 %
+  (docs/benchmarks.md). Other platforms get the cotangent as it is.
+  """
+  return x
+
+
+def _cotangent_boundary_fwd(x):
+  return x, None
+
+
+def _materialised(grad):
+  first = grad.reshape(-1)[0]
+  # The second branch differs from the first in form only (XLA drops a conditional whose branches are the same
+  # computation); negating twice returns every value bit for bit.
+  return jax.lax.cond(first == first, lambda g: g, lambda g: -(-g), grad)
+
+
+def _cotangent_boundary_bwd(_, grad):
+  return (conv.per_platform(lambda g: g, _materialised, conv.AUTO, grad),)
+
+
+cotangent_boundary.defvjp(_cotangent_boundary_fwd, _cotangent_boundary_bwd)
+
+
 def drop_path(rate: float) -> nn.Dropout:
   """timm's DropPath on tokens [B, N, C]: one keep/drop draw per sample, kept samples scaled by 1 / (1 - rate)."""
   return nn.Dropout(rate, broadcast_dims=(1, 2))

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax import export
 
 from centerpose_jax.convert import pytorch
 from centerpose_jax.models import CenterPose
@@ -74,6 +75,24 @@ def test_cpu_attention_equals_dot_product_attention_and_its_gradients(query_bloc
   np.testing.assert_allclose(out, expected, atol=1e-5)
   for grad, expected_grad in zip(grads, expected_grads):
     np.testing.assert_allclose(grad, expected_grad, atol=1e-4)
+
+
+@pytest.mark.parametrize("value", [0.5, float("nan")])
+def test_cotangent_boundary_changes_no_value_and_is_a_conditional_only_when_lowered_for_the_cpu(value):
+  def loss(x):
+    x = layers.cotangent_boundary(x)
+    return jnp.sum(jnp.sin(x + layers.cotangent_boundary(2 * x)) ** 2)
+
+  x = np.random.default_rng(3).standard_normal((2, 5, 4)).astype(np.float32)
+  x[0, 0, 0] = value  # a NaN first element takes the other branch, which returns the cotangent unchanged too
+  np.testing.assert_array_equal(layers.cotangent_boundary(x), x)
+  plain = jax.grad(lambda x: jnp.sum(jnp.sin(x + 2 * x) ** 2))(x)
+  np.testing.assert_array_equal(jax.jit(jax.grad(loss))(x), plain)
+  compiled = jax.jit(jax.grad(loss)).lower(x).compile().as_text()
+  assert compiled.count("conditional(") == 2  # survives XLA:CPU's optimisation (a barrier would not)
+  for platform in ("cpu", "cuda", "tpu"):  # the predicate's comparison is lowered for the CPU only
+    text = export.export(jax.jit(jax.grad(loss)), platforms=[platform])(x).mlir_module()
+    assert text.count("stablehlo.compare") == (2 if platform == "cpu" else 0), platform
 
 
 def test_compute_dtype_keeps_float32_params():
