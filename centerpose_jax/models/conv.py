@@ -13,13 +13,13 @@ inputs with HWIO kernels, and takes `impl`:
 
 The CPU formulations, and why (measured on a 2-core x86-64, docs/benchmarks.md):
 - Convs whose kernel equals their stride (1x1 convs, FAN's patch embeddings): one matrix product.
-- 3x3 stride-1 float32 convs with many channels on large maps (Cin * Cout and B * H_out * W_out above the
-  `WINOGRAD_GRAD_MIN_*` constants: the heads, FAN's ConvGRU and neck nodes, DLA34's 128-channel level3
-  blocks and neck node at 64x64 x 2 or 32x32 x 8 positions): the input and weight gradients by Winograd
-  F(4x4, 3x3) (`_winograd_backward`). XLA:CPU runs a weight gradient as a convolution whose window spans the
-  whole feature map, 4-12x slower than its forward there; the Winograd backward is 3-6x faster than XLA's.
-  With fewer channels (DLA34's 64-channel level2, its ConvGRU) or fewer positions (DLA34's level4 and level5)
-  XLA's gradients are as fast or faster.
+- 3x3 stride-1 float32 convs with at least 32 x 32 channels (Cin * Cout) on large maps (B * H_out * W_out, the
+  `WINOGRAD_GRAD_MIN_*` constants: the heads, FAN's ConvGRU and neck nodes, DLA34's ConvGRU, neck and levels
+  2-3): the input and weight gradients by Winograd F(4x4, 3x3) (`_winograd_backward`). XLA:CPU runs a weight
+  gradient as a convolution whose window spans the whole feature map, 4-12x slower than its forward; the
+  Winograd backward is 2-6x faster than XLA's gradients (DLA34's 64-channel convs at 2 x 128 x 128: 36 ms
+  against 76 on the Xeon of December 2026, whose XLA forward convolutions are fast). With fewer channels
+  (DLA34's level0) or positions (its level4 and level5 at 2x512, FAN's 32x32 grid) XLA's are as fast or faster.
 - Their forward by Winograd F(4x4, 3x3) too (`_winograd_forward`) where Cin >= 64 and Cout >= 256 on at
   least a 128x128 output grid (`WINOGRAD_FORWARD_MIN_*`: the heads of both backbones and FAN's ConvGRU, whose
   convs that read one map run as one there, `conv2d_shared_input`, 64 or 128 -> 256-768): 1.1-2x faster
@@ -50,9 +50,10 @@ AUTO, NATIVE, CPU = "auto", "native", "cpu"
 IMPLS = (AUTO, NATIVE, CPU)
 _DIMENSIONS = ("NHWC", "HWIO", "NHWC")
 # XLA:CPU's own gradients of a 3x3 conv are slow from about this Cin * Cout and this many output positions
-# (B * H_out * W_out) on; below either they are as fast as the Winograd ones or faster (docs/benchmarks.md:
-# the positions threshold was 2 * 128 * 128 until the DLA34 train step measured 4-5 % faster with this one).
-WINOGRAD_GRAD_MIN_CHANNELS = 128 * 128
+# (B * H_out * W_out) on; below either they are as fast as the Winograd ones or faster (docs/benchmarks.md: the
+# channel threshold was 128 * 128 until the DLA34 train step measured 20 % faster with this one on the Xeon of
+# December 2026; the positions one was 2 * 128 * 128 until a 4-5 % gain with this one).
+WINOGRAD_GRAD_MIN_CHANNELS = 32 * 32
 WINOGRAD_GRAD_MIN_POSITIONS = 2 * 64 * 64
 # 3x3 stride-1 float32 convs with at least these input and output channels and output positions run their
 # forward by Winograd too. Its batched products contract over C_in, and XLA:CPU's matrix products are slow
@@ -91,6 +92,20 @@ def per_platform(native: Callable, cpu: Callable, impl: str, *args):
   if impl != AUTO:
     raise ValueError(f"unknown convolution impl {impl!r}; expected one of {IMPLS}")
   return jax.lax.platform_dependent(*args, cpu=cpu, default=native)
+
+
+def materialised(x: jax.Array) -> jax.Array:
+  """x, bit for bit, computed once into its own buffer on XLA:CPU before anything consumes it.
+
+  x becomes the operand of a conditional, which XLA cannot fuse into its consumers, and whose predicate (an
+  element equals itself) it cannot fold. Without it XLA:CPU may fuse the computation of x (a transpose, a
+  chain of adds) into each consumer and redo it there. An optimization barrier does not do it: XLA:CPU removes
+  barriers before fusing. For the CPU formulations (use it under `per_platform` elsewhere).
+  """
+  first = x.reshape(-1)[0]
+  # The second branch differs from the first in form only (XLA drops a conditional whose branches are the same
+  # computation); negating twice returns every value bit for bit, NaN included.
+  return jax.lax.cond(first == first, lambda v: v, lambda v: -(-v), x)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -210,7 +225,11 @@ def _native_3x3(x, kernel, padding: int):
 
 def _conv3x3_fwd(x, kernel, padding, winograd_forward, winograd_backward):
   del winograd_backward
-  return _conv3x3(x, kernel, padding, winograd_forward, False), (x, kernel)
+  y = _conv3x3(x, kernel, padding, winograd_forward, False)
+  # In a train step XLA:CPU fused the Winograd output's tile transpose into each consumer (the heads' bias, norm,
+  # ReLU, their linearisation), 100-120 ms each for fan_small's heads at 2x512; computed once the step takes
+  # 6.9 s instead of 7.8. The inference forward (no VJP) fuses well as it is and stays unchanged.
+  return (materialised(y) if winograd_forward else y), (x, kernel)
 
 
 def _conv3x3_bwd(padding, winograd_forward, winograd_backward, residuals, grad):

@@ -15,6 +15,7 @@ from centerpose_jax.models import HEADS
 from centerpose_jax.models import conv
 from centerpose_jax.models import create_model
 from centerpose_jax.models import heads
+from centerpose_jax.models import layers
 from configs import default
 from centerpose_jax.testing import weight_rule
 
@@ -139,6 +140,32 @@ def test_head_initialisation_follows_tao():
     np.testing.assert_array_equal(params["1"]["scale"], np.ones(64))
   assert heads.is_heatmap("hm_hp") and not heads.is_heatmap("hps")
   assert (heads.group_norm_groups(256), heads.group_norm_groups(48)) == (32, 16)
+
+
+@pytest.mark.parametrize("groups,channels", [(32, 256), (16, 48)])
+def test_group_norm_equals_flax_group_norm_and_its_gradients(groups, channels):
+  """The heads' GroupNorm (per-channel sums first) against flax's: same parameters, values and gradients."""
+  x = jnp.asarray(np.random.default_rng(0).normal(3.0, 2.0, size=(2, 5, 7, channels)).astype(np.float32))
+  ours = layers.GroupNorm(num_groups=groups)
+  flax_norm = layers.nn.GroupNorm(num_groups=groups, epsilon=1e-5, use_fast_variance=False)
+  variables = flax_norm.init(jax.random.key(0), x)
+  assert jax.tree.map(jnp.shape, ours.init(jax.random.key(0), x)) == jax.tree.map(jnp.shape, variables)
+  rng = np.random.default_rng(1)
+  variables = jax.tree.map(lambda v: jnp.asarray(rng.normal(size=v.shape).astype(np.float32)), variables)
+  cotangent = jnp.asarray(rng.normal(size=x.shape).astype(np.float32))
+  def loss_and_grads(module):
+    return jax.value_and_grad(lambda v, x: jnp.sum(module.apply(v, x) * cotangent), (0, 1))(variables, x)
+
+  (our_loss, our_grads), (flax_loss, flax_grads) = loss_and_grads(ours), loss_and_grads(flax_norm)
+  np.testing.assert_allclose(our_loss, flax_loss, rtol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4), our_grads, flax_grads)
+  full = ours.apply(variables, x)
+  np.testing.assert_allclose(full, flax_norm.apply(variables, x), atol=2e-5)
+  half = layers.GroupNorm(num_groups=groups, dtype=jnp.bfloat16).apply(variables, x.astype(jnp.bfloat16))
+  assert half.dtype == jnp.bfloat16
+  np.testing.assert_allclose(np.asarray(half, np.float32), full, atol=0.05)
+  with pytest.raises(ValueError, match="do not split into 5 groups"):
+    layers.GroupNorm(num_groups=5).init(jax.random.key(0), x[..., :48])
 
 
 def test_train_mode_normalises_with_batch_statistics(dla34_variables):

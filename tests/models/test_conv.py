@@ -72,6 +72,20 @@ def test_cpu_conv_equals_xla_conv_and_its_gradients(case, monkeypatch):
     assert (f"lhs_dilation=({stride}, {stride})" in input_grad_jaxpr) == case.startswith("native"), case
 
 
+def test_winograd_forward_output_is_materialised_under_differentiation_only(monkeypatch):
+  """In a VJP the Winograd forward's output is computed once (`conv.materialised`: a conditional XLA:CPU keeps);
+  the inference forward has no conditional, and both give the same values."""
+  _winograd_thresholds(monkeypatch, forward=True, backward=False)
+  rng = np.random.default_rng(0)
+  x = rng.standard_normal((1, 12, 12, 4)).astype(np.float32)
+  kernel = rng.standard_normal((3, 3, 4, 8)).astype(np.float32)
+  forward = jax.jit(lambda a, b: conv.conv2d(a, b, 1, 1, conv.CPU))
+  with_vjp = jax.jit(lambda a, b: jax.vjp(lambda w: conv.conv2d(a, w, 1, 1, conv.CPU), b)[0])
+  assert "conditional(" not in forward.lower(x, kernel).compile().as_text()
+  assert "conditional(" in with_vjp.lower(x, kernel).compile().as_text()
+  np.testing.assert_array_equal(with_vjp(x, kernel), forward(x, kernel))
+
+
 def test_depthwise_conv_formulations_agree_with_pytorch_cross_correlation():
   rng = np.random.default_rng(1)
   x = rng.standard_normal((2, 6, 10, 5)).astype(np.float32)
