@@ -173,6 +173,7 @@ class GroupNorm(nn.Module):
     y = x32 * factor[:, None, None, :] + (bias.astype(jnp.float32) - mean * factor)[:, None, None, :]
     return y.astype(self.dtype or x.dtype)
 
+
 # Linear layer with TAO's init (normal std 0.02, zero bias); kernel [in, out].
 Dense = functools.partial(nn.Dense, kernel_init=TAO_NORMAL_INIT)
 
@@ -409,10 +410,8 @@ def cotangent_boundary(x):
   The input of every FAN and ConvNeXt block goes through it. The residual stream's gradient is a chain of adds
   (one per block); XLA:CPU fuses that chain into each block's backward fusions instead of computing it once, so
   block k's fusions re-read every later block's contributions (fan_small's patch-embedding fusion had 149
-  operands, 110-200 ms). The cotangent is made the operand of a conditional, which XLA cannot fuse, and whose
-  predicate (an element equals itself) it cannot fold; both branches return it unchanged (NaN included). An
-  optimization barrier does not do it: XLA:CPU removes barriers before fusing. fan_small step -7 to -11 %
-  (docs/benchmarks.md). Other platforms get the cotangent as it is.
+  operands, 110-200 ms). On the CPU the cotangent goes through `conv.materialised`, which XLA cannot fuse into
+  its consumers. fan_small step -7 to -11 % (docs/benchmarks.md). Other platforms get the cotangent as it is.
   """
   return x
 

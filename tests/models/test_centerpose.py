@@ -4,6 +4,7 @@ Parity: TAO's DLA34 filled by the fixture's deterministic weight rule, converted
 reproduce TAO's head outputs (fixtures/tao_reference/networks, NCHW there, NHWC here).
 """
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -147,7 +148,7 @@ def test_group_norm_equals_flax_group_norm_and_its_gradients(groups, channels):
   """The heads' GroupNorm (per-channel sums first) against flax's: same parameters, values and gradients."""
   x = jnp.asarray(np.random.default_rng(0).normal(3.0, 2.0, size=(2, 5, 7, channels)).astype(np.float32))
   ours = layers.GroupNorm(num_groups=groups)
-  flax_norm = layers.nn.GroupNorm(num_groups=groups, epsilon=1e-5, use_fast_variance=False)
+  flax_norm = nn.GroupNorm(num_groups=groups, epsilon=1e-5, use_fast_variance=False)
   variables = flax_norm.init(jax.random.key(0), x)
   assert jax.tree.map(jnp.shape, ours.init(jax.random.key(0), x)) == jax.tree.map(jnp.shape, variables)
   rng = np.random.default_rng(1)
