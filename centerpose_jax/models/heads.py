@@ -64,10 +64,13 @@ class Head(nn.Module):
     """x: [B, H, W, C] -> [B, H, W, classes] in the compute dtype."""
     return self.finish(self.hidden(x))
 
-  def finish(self, hidden):
-    """The output of the first conv [B, H, W, head_conv] -> [B, H, W, classes]."""
+  def finish(self, hidden, hidden_bias=None):
+    """The output of the first conv [B, H, W, head_conv] (before its bias `hidden_bias` [head_conv] is added,
+    where that is given) -> [B, H, W, classes]."""
     if self.use_group_norm:
-      hidden = self.norm(hidden)
+      hidden = self.norm(hidden, hidden_bias)
+    elif hidden_bias is not None:
+      hidden = hidden + hidden_bias
     return self.final(nn.relu(hidden))
 
 
@@ -77,8 +80,9 @@ def apply_heads(heads: Dict[str, Head], groups: Sequence[Tuple[jax.Array, Sequen
   -> 768 outputs), in the order of `heads`."""
   outputs = {}
   for x, names in groups:
-    for name, hidden in zip(names, layers.shared_input_conv([heads[name].hidden for name in names], x)):
-      outputs[name] = heads[name].finish(hidden)
+    for name, (hidden, bias) in zip(names, layers.shared_input_conv_unbiased([heads[name].hidden for name in names],
+                                                                            x)):
+      outputs[name] = heads[name].finish(hidden, bias)
   return {name: outputs[name] for name in heads}
 
 

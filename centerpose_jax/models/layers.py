@@ -111,6 +111,13 @@ def shared_input_conv(convs: Sequence[Conv2d], x: jax.Array) -> List[jax.Array]:
 
   x: [B, H, W, C_in] -> one [B, H_out, W_out, conv.features] per layer.
   """
+  return [y if bias is None else y + bias for y, bias in shared_input_conv_unbiased(convs, x)]
+
+
+def shared_input_conv_unbiased(convs: Sequence[Conv2d], x: jax.Array) -> List[Tuple[jax.Array, Optional[jax.Array]]]:
+  """`shared_input_conv` with each layer's bias returned instead of added: one (conv(x) - bias, bias) per layer
+  (bias [features], None without one), for a consumer that folds the bias into its own pass (`GroupNorm`'s
+  shift)."""
   first = convs[0]
   for layer in convs:
     if (layer.groups, layer.kernel_size, layer.stride, layer.padding, layer.dtype, layer.conv_impl) != (
@@ -119,7 +126,7 @@ def shared_input_conv(convs: Sequence[Conv2d], x: jax.Array) -> List[jax.Array]:
   weights = [layer.weights(x.shape[-1]) for layer in convs]
   outputs = conv.conv2d_shared_input(x.astype(first.dtype), [kernel for kernel, _ in weights], first.stride,
                                      first.padding, first.conv_impl)
-  return [y if bias is None else y + bias for y, (_, bias) in zip(outputs, weights)]
+  return [(y, bias) for y, (_, bias) in zip(outputs, weights)]
 
 
 # BatchNorm2d as TAO's (eps 1e-5, PyTorch momentum 0.1); called with use_running_average=not train. Under
@@ -151,14 +158,16 @@ class GroupNorm(nn.Module):
   param_dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x):
-    """x: [B, H, W, C] -> [B, H, W, C] in `dtype`."""
+  def __call__(self, x, shift=None):
+    """x: [B, H, W, C] -> [B, H, W, C] in `dtype`: the norm of x + shift ([C], e.g. the bias of the conv that
+    made x; None: 0) without computing x + shift on its own (one pass less over x)."""
     channels = x.shape[-1]
     if channels % self.num_groups:
       raise ValueError(f"GroupNorm: {channels} channels do not split into {self.num_groups} groups")
     scale = self.param("scale", nn.initializers.ones, (channels,), self.param_dtype)
     bias = self.param("bias", nn.initializers.zeros, (channels,), self.param_dtype)
     x32 = x.astype(jnp.float32)
+    shift = jnp.zeros((channels,), jnp.float32) if shift is None else shift.astype(jnp.float32)
     per_group = channels // self.num_groups
     count = x.shape[1] * x.shape[2] * per_group
 
@@ -166,11 +175,10 @@ class GroupNorm(nn.Module):
       sums = per_channel_sum.reshape(-1, self.num_groups, per_group).sum(axis=-1)
       return jnp.repeat(sums / count, per_group, axis=-1)
 
-    mean = group_mean(x32.sum(axis=(1, 2)))
-    centred = x32 - mean[:, None, None, :]
-    variance = group_mean(jnp.square(centred).sum(axis=(1, 2)))
+    offset = shift - group_mean(x32.sum(axis=(1, 2)) + x.shape[1] * x.shape[2] * shift)  # [B, C]: x + offset is centred
+    variance = group_mean(jnp.square(x32 + offset[:, None, None, :]).sum(axis=(1, 2)))
     factor = jax.lax.rsqrt(variance + self.epsilon) * scale.astype(jnp.float32)
-    y = x32 * factor[:, None, None, :] + (bias.astype(jnp.float32) - mean * factor)[:, None, None, :]
+    y = x32 * factor[:, None, None, :] + (bias.astype(jnp.float32) + offset * factor)[:, None, None, :]
     return y.astype(self.dtype or x.dtype)
 
 

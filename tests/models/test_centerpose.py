@@ -169,6 +169,23 @@ def test_group_norm_equals_flax_group_norm_and_its_gradients(groups, channels):
     layers.GroupNorm(num_groups=5).init(jax.random.key(0), x[..., :48])
 
 
+def test_group_norm_shift_equals_norm_of_the_sum_and_its_gradients():
+  """GroupNorm(x, shift) (the heads fold their first conv's bias in) is GroupNorm(x + shift), gradients with it."""
+  rng = np.random.default_rng(2)
+  x = jnp.asarray(rng.normal(1.0, 2.0, size=(2, 5, 7, 64)).astype(np.float32))
+  shift = jnp.asarray(rng.normal(0.0, 3.0, size=(64,)).astype(np.float32))
+  norm = layers.GroupNorm(num_groups=16)
+  variables = jax.tree.map(lambda v: jnp.asarray(rng.normal(size=v.shape).astype(np.float32)),
+                           norm.init(jax.random.key(0), x))
+  cotangent = jnp.asarray(rng.normal(size=x.shape).astype(np.float32))
+  folded = jax.value_and_grad(lambda v, x, s: jnp.sum(norm.apply(v, x, s) * cotangent), (0, 1, 2))
+  added = jax.value_and_grad(lambda v, x, s: jnp.sum(norm.apply(v, x + s) * cotangent), (0, 1, 2))
+  (folded_loss, folded_grads), (added_loss, added_grads) = folded(variables, x, shift), added(variables, x, shift)
+  np.testing.assert_allclose(folded_loss, added_loss, rtol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4), folded_grads, added_grads)
+  np.testing.assert_allclose(norm.apply(variables, x, shift), norm.apply(variables, x + shift), atol=2e-5)
+
+
 def test_train_mode_normalises_with_batch_statistics(dla34_variables):
   """train=True uses the batch's statistics and moves the running ones with Flax momentum 0.9."""
   model = CenterPose()

@@ -67,25 +67,30 @@ def test_shared_input_conv_rejects_mismatched_convs():
 class _Heads(nn.Module):
   """Three heads, two on one map and one on another, through `apply_heads` or each called alone."""
   shared: bool
+  use_group_norm: bool
 
   @nn.compact
   def __call__(self, x, y):
-    modules = {name: heads.Head(classes, 32, heatmap=heads.is_heatmap(name), name=name)
+    modules = {name: heads.Head(classes, 32, use_group_norm=self.use_group_norm,
+                                     heatmap=heads.is_heatmap(name), name=name)
                for name, classes in (("hm", 1), ("wh", 2), ("scale", 3))}
     if self.shared:
       return heads.apply_heads(modules, [(x, ["hm", "wh"]), (y, ["scale"])])
     return {"hm": modules["hm"](x), "wh": modules["wh"](x), "scale": modules["scale"](y)}
 
 
-def test_apply_heads_equals_each_head_alone():
+@pytest.mark.parametrize("use_group_norm", [True, False])
+def test_apply_heads_equals_each_head_alone(use_group_norm):
+  """apply_heads hands each head its first conv's bias apart (folded into the GroupNorm, else added)."""
   rng = np.random.default_rng(1)
   x, y = (rng.standard_normal((1, 8, 8, 16)).astype(np.float32) for _ in range(2))
-  variables = _Heads(shared=False).init(jax.random.key(0), x, y)
-  assert jax.tree.map(np.shape, _Heads(shared=True).init(jax.random.key(0), x, y)) == jax.tree.map(
-      np.shape, variables)
-  assert set(variables["params"]["hm"]) == {"0", "1", "3"}
-  shared = _Heads(shared=True).apply(variables, x, y)
-  alone = _Heads(shared=False).apply(variables, x, y)
+  variables = _Heads(shared=False, use_group_norm=use_group_norm).init(jax.random.key(0), x, y)
+  variables = jax.tree.map(lambda v: jnp.asarray(rng.normal(size=v.shape).astype(np.float32)), variables)
+  assert jax.tree.map(np.shape, _Heads(shared=True, use_group_norm=use_group_norm).init(
+      jax.random.key(0), x, y)) == jax.tree.map(np.shape, variables)
+  assert set(variables["params"]["hm"]) == ({"0", "1", "3"} if use_group_norm else {"0", "2"})
+  shared = _Heads(shared=True, use_group_norm=use_group_norm).apply(variables, x, y)
+  alone = _Heads(shared=False, use_group_norm=use_group_norm).apply(variables, x, y)
   assert list(shared) == ["hm", "wh", "scale"]
   for name in alone:
     np.testing.assert_allclose(shared[name], alone[name], rtol=1e-5, atol=1e-5, err_msg=name)
