@@ -20,9 +20,9 @@ The CPU formulations, and why (measured on a 2-core x86-64, docs/benchmarks.md):
   Winograd backward is 2-6x faster than XLA's gradients (DLA34's 64-channel convs at 2 x 128 x 128: 36 ms
   against 76 on the Xeon of December 2026, whose XLA forward convolutions are fast). With fewer channels
   (DLA34's level0) or positions (its level4 and level5 at 2x512, FAN's 32x32 grid) XLA's are as fast or faster.
-- Their forward by Winograd F(4x4, 3x3) too (`_winograd_forward`) where Cin >= 64 and Cout >= 256 on at
-  least a 128x128 output grid (`WINOGRAD_FORWARD_MIN_*`: the heads of both backbones and FAN's ConvGRU, whose
-  convs that read one map run as one there, `conv2d_shared_input`, 64 or 128 -> 256-768): 1.1-2x faster
+- Their forward by Winograd F(4x4, 3x3) too (`_winograd_forward`) where Cin >= 64 and Cout >= 128 on at
+  least a 128x128 output grid (`WINOGRAD_FORWARD_MIN_*`: the heads and the ConvGRU of both backbones, whose
+  convs that read one map run as one there, `conv2d_shared_input`, 64 or 128 -> 192-768): 1.1-2x faster
   than XLA's convolution. Its 36 batched products contract over Cin only, and XLA:CPU's matrix products run
   at 50-70 GFLOP/s with such short contractions against 86 for its convolution (125 at a contraction of
   1152); what makes up for it is 4x fewer multiplications, once the transforms' memory traffic no longer
@@ -58,9 +58,10 @@ WINOGRAD_GRAD_MIN_POSITIONS = 2 * 64 * 64
 # 3x3 stride-1 float32 convs with at least these input and output channels and output positions run their
 # forward by Winograd too. Its batched products contract over C_in, and XLA:CPU's matrix products are slow
 # for short contractions; with huge pages (`host_memory`) 64 -> 768 is still 1.4-2x faster than XLA's
-# convolution (docs/benchmarks.md), 128 -> 128 is not.
+# convolution (docs/benchmarks.md). The output threshold was 256 until DLA34's ConvGRU (64 -> 3 x 64, merged)
+# measured its inference forward 9-13 % faster with it on the Xeon of December 2026; at 64 outputs it is slower.
 WINOGRAD_FORWARD_MIN_IN_CHANNELS = 64
-WINOGRAD_FORWARD_MIN_OUT_CHANNELS = 256
+WINOGRAD_FORWARD_MIN_OUT_CHANNELS = 128
 WINOGRAD_FORWARD_MIN_POSITIONS = 128 * 128
 # Strided convs with at most this many input channels (DLA34's level1, 16 -> 32 at stride 2) take their input
 # gradient as one stride-1 convolution that yields every output phase (`_phase_input_grad`): XLA:CPU runs the
