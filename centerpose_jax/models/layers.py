@@ -395,8 +395,10 @@ class DepthwiseUpsample(nn.Module):
 
 
 def gelu(x):
-  """Exact (erf) GELU, as PyTorch's nn.GELU(); JAX's default is the tanh approximation."""
-  return jax.nn.gelu(x, approximate=False)
+  """Exact GELU, x * (1 + erf(x / sqrt(2))) / 2, in PyTorch's form (nn.GELU()); JAX's default is the tanh
+  approximation, and its exact one goes through erfc, 1.3x slower on XLA:CPU (ConvNeXt's 64 MB MLP maps:
+  22.6 ms against 17.1) for the same values within 1e-6."""
+  return 0.5 * x * (1 + jax.lax.erf(x * np.asarray(1 / np.sqrt(2), x.dtype)))
 
 
 class Mlp(nn.Module):

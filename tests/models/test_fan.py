@@ -137,3 +137,13 @@ def test_fan_block_drop_path_and_batch_norm_follow_train_flag():
   # leaves the block unchanged, others do not.
   unchanged = [bool(np.allclose(out_a[b], x[b])) for b in range(x.shape[0])]
   assert any(unchanged) and not all(unchanged), unchanged
+
+
+def test_gelu_is_the_exact_gelu_and_its_gradient():
+  """layers.gelu (PyTorch's erf form) against JAX's exact GELU: values and derivatives within float32 rounding."""
+  x = jnp.linspace(-8.0, 8.0, 100_001, dtype=jnp.float32)
+  np.testing.assert_allclose(layers.gelu(x), jax.nn.gelu(x, approximate=False), atol=2e-6)
+  ours, exact = (jax.vmap(jax.grad(f))(x) for f in (layers.gelu, lambda v: jax.nn.gelu(v, approximate=False)))
+  np.testing.assert_allclose(ours, exact, atol=2e-6)
+  assert float(jnp.max(jnp.abs(layers.gelu(x) - jax.nn.gelu(x, approximate=True)))) > 1e-4  # not the tanh form
+  assert layers.gelu(x.astype(jnp.bfloat16)).dtype == jnp.bfloat16
