@@ -29,8 +29,9 @@ The CPU formulations, and why (measured on a 2-core x86-64, docs/benchmarks.md):
   page-faults (`host_memory`). With fewer outputs it is not faster and XLA's forward stays. It rounds
   differently from the direct sum: about 1e-6 of the largest output magnitude (fan_small's heads at 512x512
   move by 2e-5, 5e-6 without it, against outputs of std 0.5).
-- Strided convs with at most 16 input channels (DLA34's level1): XLA's forward and kernel gradient, the input
-  gradient as one stride-1 convolution that yields every output phase (`_phase_input_grad`).
+- Strided convs with at most 32 input channels (DLA34's level1 and level2's first conv): XLA's forward and
+  kernel gradient, the input gradient as one stride-1 convolution that yields every output phase
+  (`_phase_input_grad`).
 - Other convs: XLA's.
 - Depthwise convs: a sum of k * k shifted multiply-adds (XLA:CPU's grouped convolution is 10-50x slower), with
   their own backward that keeps no shifted copies (`_shifted_depthwise`), the sum kept out of the next
@@ -63,10 +64,12 @@ WINOGRAD_GRAD_MIN_POSITIONS = 2 * 64 * 64
 WINOGRAD_FORWARD_MIN_IN_CHANNELS = 64
 WINOGRAD_FORWARD_MIN_OUT_CHANNELS = 128
 WINOGRAD_FORWARD_MIN_POSITIONS = 128 * 128
-# Strided convs with at most this many input channels (DLA34's level1, 16 -> 32 at stride 2) take their input
-# gradient as one stride-1 convolution that yields every output phase (`_phase_input_grad`): XLA:CPU runs the
-# input-dilated convolution it would use without YNNPACK, 2-4x slower there; from 32 channels on it is as fast.
-PHASE_GRAD_MAX_IN_CHANNELS = 16
+# Strided convs with at most this many input channels (DLA34's level1, 16 -> 32 at stride 2, and level2's first
+# conv, 32 -> 64) take their input gradient as one stride-1 convolution that yields every output phase
+# (`_phase_input_grad`): XLA:CPU runs the input-dilated convolution it would use without YNNPACK, 2-4x slower
+# there (level2's: 64 ms at 2x512 on the Xeon of December 2026; the threshold was 16 before, and the DLA34 train
+# step is 1-3 % faster with 32); from 64 channels on it is as fast.
+PHASE_GRAD_MAX_IN_CHANNELS = 32
 
 # Name scope of the weight-gradient ops the CPU formulations compute themselves (bench/train_step_profile.py).
 WEIGHT_GRAD_SCOPE = "weight_grad"

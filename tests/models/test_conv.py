@@ -19,7 +19,7 @@ CONV_CASES = {
     "winograd_grad_valid": ((1, 9, 7, 16), 3, 24, 1, 0),
     "patch_1x1": ((2, 5, 6, 24), 1, 48, 1, 0),
     "patch_2x2": ((2, 9, 8, 16), 2, 64, 2, 0),  # odd height: PyTorch drops the last row
-    "native_stride2": ((2, 12, 11, 32), 3, 32, 2, 1),
+    "native_stride2": ((2, 12, 11, 64), 3, 32, 2, 1),
     "phase_stride2": ((2, 13, 10, 8), 3, 24, 2, 1),  # few input channels: the input gradient by phases
     "phase_stride2_5x5": ((1, 11, 12, 4), 5, 6, 2, 2),
     "phase_stride3_valid": ((1, 14, 13, 3), 5, 4, 3, 0),
