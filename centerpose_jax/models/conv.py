@@ -32,7 +32,8 @@ The CPU formulations, and why (measured on a 2-core x86-64, docs/benchmarks.md):
 - Strided convs (kernel larger than the stride: DLA34's level1 and each level's first conv): XLA's forward, the
   kernel gradient as one matrix product over the input patches (`_patches_kernel_grad`, 3-6x faster), and with
   at most 32 input channels (level1, level2) the input gradient as one stride-1 convolution that yields every
-  output phase (`_phase_input_grad`).
+  output phase (`_phase_input_grad`). Stride-1 convs with many channels on small maps (DLA34's level4,
+  `PATCHES_GRAD_MIN_*`) take the same kernel gradient.
 - Other convs: XLA's.
 - Depthwise convs: a sum of k * k shifted multiply-adds (XLA:CPU's grouped convolution is 10-50x slower), with
   their own backward that keeps no shifted copies (`_shifted_depthwise`), the sum kept out of the next
@@ -71,6 +72,12 @@ WINOGRAD_FORWARD_MIN_POSITIONS = 128 * 128
 # there (level2's: 64 ms at 2x512 on the Xeon of December 2026; the threshold was 16 before, and the DLA34 train
 # step is 1-3 % faster with 32); from 64 channels on it is as fast.
 PHASE_GRAD_MAX_IN_CHANNELS = 32
+# Stride-1 convs (other than the Winograd ones) with at least this Cin * Cout and this many input positions
+# (B * H * W) take their kernel gradient as a matrix product over the input patches (`_patches_kernel_grad`):
+# DLA34's level4 (256 channels at 2 x 32 x 32), whose XLA kernel gradients took 30-37 ms each, a 5 % faster
+# train step at 2x512 on the Xeon of December 2026. On FAN's 8 x 8 token grid (768 -> 128) XLA's is faster.
+PATCHES_GRAD_MIN_CHANNELS = 128 * 128
+PATCHES_GRAD_MIN_POSITIONS = 1024
 
 # Name scope of the weight-gradient ops the CPU formulations compute themselves (bench/train_step_profile.py).
 WEIGHT_GRAD_SCOPE = "weight_grad"
@@ -174,8 +181,9 @@ def _cpu_conv(x, kernel, *, stride: int, padding: int):
   winograd_forward, winograd_backward = _winograd_parts(x, kernel, stride, padding)
   if winograd_forward or winograd_backward:
     return _conv3x3(x, kernel, padding, winograd_forward, winograd_backward)
-  if stride > 1 and k > stride:
-    return _strided_conv(x, kernel, stride, padding)
+  if (stride > 1 and k > stride) or (k > 1 and kernel.shape[2] * kernel.shape[3] >= PATCHES_GRAD_MIN_CHANNELS
+                                     and x.shape[0] * x.shape[1] * x.shape[2] >= PATCHES_GRAD_MIN_POSITIONS):
+    return _patches_grad_conv(x, kernel, stride, padding)
   return _native_conv(x, kernel, stride=stride, padding=padding)
 
 
@@ -283,21 +291,21 @@ _conv3x3.defvjp(_conv3x3_fwd, _conv3x3_bwd)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _strided_conv(x, kernel, stride: int, padding: int):
-  """XLA's strided conv, whose input gradient is `_phase_input_grad` and kernel gradient
-  `_patches_kernel_grad`."""
+def _patches_grad_conv(x, kernel, stride: int, padding: int):
+  """XLA's conv, whose kernel gradient is `_patches_kernel_grad` and input gradient `_phase_input_grad` (strided,
+  at most PHASE_GRAD_MAX_IN_CHANNELS inputs) or XLA's."""
   return _native_conv(x, kernel, stride=stride, padding=padding)
 
 
-def _strided_conv_fwd(x, kernel, stride, padding):
+def _patches_grad_conv_fwd(x, kernel, stride, padding):
   return _native_conv(x, kernel, stride=stride, padding=padding), (x, kernel)
 
 
-def _strided_conv_bwd(stride, padding, residuals, grad):
+def _patches_grad_conv_bwd(stride, padding, residuals, grad):
   x, kernel = residuals
   with jax.named_scope(WEIGHT_GRAD_SCOPE):
     grad_kernel = _patches_kernel_grad(x, grad, kernel.shape[0], stride, padding)
-  if kernel.shape[2] <= PHASE_GRAD_MAX_IN_CHANNELS:
+  if stride > 1 and kernel.shape[2] <= PHASE_GRAD_MAX_IN_CHANNELS:
     grad_x = _phase_input_grad(grad, kernel, stride, padding, x.shape)
   else:
     grad_x = jax.vjp(lambda v: _native_conv(v, kernel, stride=stride, padding=padding), x)[1](grad)[0]
@@ -354,7 +362,7 @@ def _phase_input_grad(grad, kernel, stride: int, padding: int, input_shape):
   return out[:, :height, :width]
 
 
-_strided_conv.defvjp(_strided_conv_fwd, _strided_conv_bwd)
+_patches_grad_conv.defvjp(_patches_grad_conv_fwd, _patches_grad_conv_bwd)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ CONV_CASES = {
     "phase_stride2_5x5": ((1, 11, 12, 4), 5, 6, 2, 2),
     "phase_stride3_valid": ((1, 14, 13, 3), 5, 4, 3, 0),
     "native_7x7": ((1, 16, 16, 3), 7, 16, 1, 3),
+    "kernel_grad_by_patches_3x3": ((2, 6, 5, 16), 3, 24, 1, 1),  # stride 1, no Winograd: XLA's, patches dW
 }
 
 
@@ -45,8 +46,11 @@ def _winograd_thresholds(monkeypatch, forward: bool, backward: bool):
 @pytest.mark.parametrize("case", CONV_CASES)
 def test_cpu_conv_equals_xla_conv_and_its_gradients(case, monkeypatch):
   shape, k, features, stride, padding = CONV_CASES[case]
-  _winograd_thresholds(monkeypatch, forward=not case.startswith("winograd_grad"),
-                       backward=not case.startswith("winograd_forward"))
+  by_patches = case.startswith("kernel_grad_by_patches")
+  _winograd_thresholds(monkeypatch, forward=not (case.startswith("winograd_grad") or by_patches),
+                       backward=not (case.startswith("winograd_forward") or by_patches))
+  for name in ("PATCHES_GRAD_MIN_CHANNELS", "PATCHES_GRAD_MIN_POSITIONS"):
+    monkeypatch.setattr(conv, name, 1 if by_patches else 1 << 40)
   rng = np.random.default_rng(0)
   x = rng.standard_normal(shape).astype(np.float32)
   kernel = (rng.standard_normal((k, k, shape[-1], features)) / np.sqrt(k * k * shape[-1])).astype(np.float32)
@@ -65,7 +69,7 @@ def test_cpu_conv_equals_xla_conv_and_its_gradients(case, monkeypatch):
   grad_jaxpr = jax.make_jaxpr(jax.grad(lambda w: jnp.sum(conv.conv2d(x, w, stride, padding, conv.CPU))))(kernel)
   dots = str(grad_jaxpr).count("dot_general")
   strided = stride > 1 and k > stride
-  assert dots == (1 if strided else 0) if case.startswith(("native", "phase")) else (
+  assert dots == (1 if strided or by_patches else 0) if case.startswith(("native", "phase", "kernel_grad")) else (
       dots == 2 if case.startswith("patch") else dots > 2), dots
   # The strided convs' input gradient: XLA's input-dilated convolution, or the phases' stride-1 one.
   input_grad_jaxpr = str(jax.make_jaxpr(jax.grad(lambda a: jnp.sum(conv.conv2d(a, kernel, stride, padding,
