@@ -30,7 +30,7 @@ The CPU formulations, and why (measured on a 2-core x86-64, docs/benchmarks.md):
   differently from the direct sum: about 1e-6 of the largest output magnitude (fan_small's heads at 512x512
   move by 2e-5, 5e-6 without it, against outputs of std 0.5).
 - Strided convs (kernel larger than the stride: DLA34's level1 and each level's first conv): XLA's forward, the
-  kernel gradient as one matrix product over the input patches (`_patches_kernel_grad`, 3-6x faster), and with
+  kernel gradient as one matrix product over the input patches (`_patches_kernel_grad`), and with
   at most 32 input channels (level1, level2) the input gradient as one stride-1 convolution that yields every
   output phase (`_phase_input_grad`). Stride-1 convs with many channels on small maps (DLA34's level4,
   `PATCHES_GRAD_MIN_*`) take the same kernel gradient.
@@ -316,10 +316,10 @@ def _patches_kernel_grad(x, grad, k: int, stride: int, padding: int):
   """The kernel gradient [k, k, C, K] of a conv of x [B, H, W, C] with output gradient grad
   [B, H_out, W_out, K], as one matrix product: grad^T [K, N] x the input patches [N, k * k * C].
 
-  XLA:CPU computes it as a convolution with a dilated window over both whole maps, slowly for strided convs:
+  XLA:CPU computes it as a convolution whose window spans both whole maps (dilated for strided convs), slowly:
   DLA34's level1 (16 -> 32 at stride 2, 2 x 512 x 512) took 103 ms, plus 20 ms of transposes, for 0.6 GFLOP.
   """
-  batch, out_h, out_w, features = grad.shape
+  _, out_h, out_w, features = grad.shape
   padded = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
   patches = jnp.stack([padded[:, i:i + stride * (out_h - 1) + 1:stride, j:j + stride * (out_w - 1) + 1:stride]
                        for i in range(k) for j in range(k)], axis=3)  # [B, H_out, W_out, k * k, C]
