@@ -181,8 +181,10 @@ def _cpu_conv(x, kernel, *, stride: int, padding: int):
   winograd_forward, winograd_backward = _winograd_parts(x, kernel, stride, padding)
   if winograd_forward or winograd_backward:
     return _conv3x3(x, kernel, padding, winograd_forward, winograd_backward)
-  if (stride > 1 and k > stride) or (k > 1 and kernel.shape[2] * kernel.shape[3] >= PATCHES_GRAD_MIN_CHANNELS
-                                     and x.shape[0] * x.shape[1] * x.shape[2] >= PATCHES_GRAD_MIN_POSITIONS):
+  strided = stride > 1 and k > stride
+  wide_on_small_map = (k > 1 and kernel.shape[2] * kernel.shape[3] >= PATCHES_GRAD_MIN_CHANNELS
+                       and x.shape[0] * x.shape[1] * x.shape[2] >= PATCHES_GRAD_MIN_POSITIONS)
+  if strided or wide_on_small_map:
     return _patches_grad_conv(x, kernel, stride, padding)
   return _native_conv(x, kernel, stride=stride, padding=padding)
 

@@ -80,8 +80,8 @@ def apply_heads(heads: Dict[str, Head], groups: Sequence[Tuple[jax.Array, Sequen
   -> 768 outputs), in the order of `heads`."""
   outputs = {}
   for x, names in groups:
-    for name, (hidden, bias) in zip(names, layers.shared_input_conv_unbiased([heads[name].hidden for name in names],
-                                                                            x)):
+    hidden_outputs = layers.shared_input_conv_unbiased([heads[name].hidden for name in names], x)
+    for name, (hidden, bias) in zip(names, hidden_outputs):
       outputs[name] = heads[name].finish(hidden, bias)
   return {name: outputs[name] for name in heads}
 
