@@ -15,11 +15,11 @@ The CPU formulations, and why (measured on a 2-core x86-64, docs/benchmarks.md):
 - Convs whose kernel equals their stride (1x1 convs, FAN's patch embeddings): one matrix product.
 - 3x3 stride-1 float32 convs with at least 32 x 32 channels (Cin * Cout) on large maps (B * H_out * W_out, the
   `WINOGRAD_GRAD_MIN_*` constants: the heads, FAN's ConvGRU and neck nodes, DLA34's ConvGRU, neck and levels
-  2-3): the input and weight gradients by Winograd F(4x4, 3x3) (`_winograd_backward`). XLA:CPU runs a weight
+  2-4): the input and weight gradients by Winograd F(4x4, 3x3) (`_winograd_backward`). XLA:CPU runs a weight
   gradient as a convolution whose window spans the whole feature map, 4-12x slower than its forward; the
   Winograd backward is 2-6x faster than XLA's gradients (DLA34's 64-channel convs at 2 x 128 x 128: 36 ms
   against 76 on the Xeon of December 2026, whose XLA forward convolutions are fast). With fewer channels
-  (DLA34's level0) or positions (its level4 and level5 at 2x512, FAN's 32x32 grid) XLA's are as fast or faster.
+  (DLA34's level0) or positions (its level5 at 2x512) XLA's are as fast or faster.
 - Their forward by Winograd F(4x4, 3x3) too (`_winograd_forward`) where Cin >= 64 and Cout >= 128 on at
   least a 128x128 output grid (`WINOGRAD_FORWARD_MIN_*`: the heads and the ConvGRU of both backbones, whose
   convs that read one map run as one there, `conv2d_shared_input`, 64 or 128 -> 192-768): 1.1-2x faster
@@ -32,8 +32,8 @@ The CPU formulations, and why (measured on a 2-core x86-64, docs/benchmarks.md):
 - Strided convs (kernel larger than the stride: DLA34's level1 and each level's first conv): XLA's forward, the
   kernel gradient as one matrix product over the input patches (`_patches_kernel_grad`), and with
   at most 32 input channels (level1, level2) the input gradient as one stride-1 convolution that yields every
-  output phase (`_phase_input_grad`). Stride-1 convs with many channels on small maps (DLA34's level4,
-  `PATCHES_GRAD_MIN_*`) take the same kernel gradient.
+  output phase (`_phase_input_grad`). Stride-1 convs with many channels on maps too small for the Winograd
+  gradients (DLA34's level4 at 1 x 512 x 512, `PATCHES_GRAD_MIN_*`) take the same kernel gradient.
 - Other convs: XLA's.
 - Depthwise convs: a sum of k * k shifted multiply-adds (XLA:CPU's grouped convolution is 10-50x slower), with
   their own backward that keeps no shifted copies (`_shifted_depthwise`), the sum kept out of the next
@@ -55,9 +55,10 @@ _DIMENSIONS = ("NHWC", "HWIO", "NHWC")
 # XLA:CPU's own gradients of a 3x3 conv are slow from about this Cin * Cout and this many output positions
 # (B * H_out * W_out) on; below either they are as fast as the Winograd ones or faster (docs/benchmarks.md: the
 # channel threshold was 128 * 128 until the DLA34 train step measured 20 % faster with this one on the Xeon of
-# December 2026; the positions one was 2 * 128 * 128 until a 4-5 % gain with this one).
+# December 2026; the positions one was 2 * 128 * 128 until a 4-5 % gain with 2 * 64 * 64, and that until the DLA34
+# train step measured 3-4.5 % faster with this one, which takes in level4, 2 x 32 x 32 or 8 x 16 x 16).
 WINOGRAD_GRAD_MIN_CHANNELS = 32 * 32
-WINOGRAD_GRAD_MIN_POSITIONS = 2 * 64 * 64
+WINOGRAD_GRAD_MIN_POSITIONS = 2048
 # 3x3 stride-1 float32 convs with at least these input and output channels and output positions run their
 # forward by Winograd too. Its batched products contract over C_in, and XLA:CPU's matrix products are slow
 # for short contractions; with huge pages (`host_memory`) 64 -> 768 is still 1.4-2x faster than XLA's
@@ -74,8 +75,9 @@ WINOGRAD_FORWARD_MIN_POSITIONS = 128 * 128
 PHASE_GRAD_MAX_IN_CHANNELS = 32
 # Stride-1 convs (other than the Winograd ones) with at least this Cin * Cout and this many input positions
 # (B * H * W) take their kernel gradient as a matrix product over the input patches (`_patches_kernel_grad`):
-# DLA34's level4 (256 channels at 2 x 32 x 32), whose XLA kernel gradients took 30-37 ms each, a 5 % faster
-# train step at 2x512 on the Xeon of December 2026. On FAN's 8 x 8 token grid (768 -> 128) XLA's is faster.
+# DLA34's level4 (256 channels at 2 x 32 x 32, before it took the Winograd gradients), whose XLA kernel gradients
+# took 30-37 ms each, a 5 % faster train step at 2x512 on the Xeon of December 2026; now level4 at batch 1. On
+# FAN's 8 x 8 token grid (768 -> 128) XLA's is faster.
 PATCHES_GRAD_MIN_CHANNELS = 128 * 128
 PATCHES_GRAD_MIN_POSITIONS = 1024
 
