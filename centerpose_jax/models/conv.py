@@ -20,14 +20,13 @@ The CPU formulations, and why (measured on a 2-core x86-64, docs/benchmarks.md):
   Winograd backward is 2-6x faster than XLA's gradients (DLA34's 64-channel convs at 2 x 128 x 128: 36 ms
   against 76 on the Xeon of December 2026, whose XLA forward convolutions are fast). With fewer channels
   (DLA34's level0) or positions (its level5 at 2x512) XLA's are as fast or faster.
-- Their forward by Winograd F(4x4, 3x3) too (`_winograd_forward`) where Cin >= 64 and Cout >= 128 on at
-  least 2048 output positions (`WINOGRAD_FORWARD_MIN_*`: the heads and the ConvGRU of both backbones, whose
-  convs that read one map run as one there, `conv2d_shared_input`, 64 or 128 -> 192-768; DLA34's levels 3-4
-  and 128- and 256-channel neck nodes): 1.1-2x faster
-  than XLA's convolution. Its 36 batched products contract over Cin only, and XLA:CPU's matrix products run
-  at 50-70 GFLOP/s with such short contractions against 86 for its convolution (125 at a contraction of
-  1152); what makes up for it is 4x fewer multiplications, once the transforms' memory traffic no longer
-  page-faults (`host_memory`). With fewer outputs it is not faster and XLA's forward stays. It rounds
+- Their forward by Winograd F(4x4, 3x3) too (`_winograd_forward`) where Cin >= 64 and Cout >= 64 on at
+  least 2048 output positions (`WINOGRAD_FORWARD_MIN_*`): the heads and the ConvGRU of both backbones (whose
+  convs that read one map run as one there, `conv2d_shared_input`, 64 or 128 -> 192-768), 1.1-2x faster than
+  XLA's convolution; DLA34's levels 2-4 and neck nodes, together 5-9 % of its train step. Its 36 batched
+  products contract over Cin only, and XLA:CPU's matrix products run at 50-70 GFLOP/s with such short
+  contractions against 86 for its convolution (125 at a contraction of 1152); what makes up for it is 4x fewer
+  multiplications, once the transforms' memory traffic no longer page-faults (`host_memory`). It rounds
   differently from the direct sum: about 1e-6 of the largest output magnitude (fan_small's heads at 512x512
   move by 2e-5, 5e-6 without it, against outputs of std 0.5).
 - Strided convs (kernel larger than the stride: DLA34's level1 and each level's first conv): XLA's forward, the
@@ -64,11 +63,12 @@ WINOGRAD_GRAD_MIN_POSITIONS = 2048
 # forward by Winograd too. Its batched products contract over C_in, and XLA:CPU's matrix products are slow
 # for short contractions; with huge pages (`host_memory`) 64 -> 768 is still 1.4-2x faster than XLA's
 # convolution (docs/benchmarks.md). The output threshold was 256 until DLA34's ConvGRU (64 -> 3 x 64, merged)
-# measured its inference forward 9-13 % faster with it on the Xeon of December 2026; at 64 outputs it is slower.
-# The positions threshold was 128 * 128 until DLA34's levels 3 and 4 (2 x 64 x 64 and 2 x 32 x 32 at 2x512)
-# measured its train step 3-4 % faster with this one (inference 1-8 %; fan_small unchanged).
+# measured its inference forward 9-13 % faster with it on the Xeon of December 2026, and 128 until then. The
+# positions threshold was 128 * 128 until DLA34's levels 3 and 4 (2 x 64 x 64 and 2 x 32 x 32 at 2x512) measured
+# its train step 3-4 % faster with this one (inference 1-8 %; fan_small unchanged); with it, 64 outputs (DLA34's
+# level2 and 64-channel neck nodes) made the train step another 2-3 % faster (fan_small unchanged).
 WINOGRAD_FORWARD_MIN_IN_CHANNELS = 64
-WINOGRAD_FORWARD_MIN_OUT_CHANNELS = 128
+WINOGRAD_FORWARD_MIN_OUT_CHANNELS = 64
 WINOGRAD_FORWARD_MIN_POSITIONS = 2048
 # Strided convs with at most this many input channels (DLA34's level1, 16 -> 32 at stride 2, and level2's first
 # conv, 32 -> 64) take their input gradient as one stride-1 convolution that yields every output phase

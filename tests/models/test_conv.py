@@ -122,7 +122,7 @@ def _lowered_ops(platform: str) -> dict:
 
   x = jax.ShapeDtypeStruct((2, 128, 128, 128), jnp.float32)  # shapes only: nothing runs
   kernels = [jax.ShapeDtypeStruct(shape, jnp.float32)
-             for shape in ((3, 3, 128, 64), (3, 3, 64, 128), (3, 3, 1, 128), (4, 4, 1, 128))]
+             for shape in ((3, 3, 128, 48), (3, 3, 48, 128), (3, 3, 1, 128), (4, 4, 1, 128))]
   text = export.export(jax.jit(jax.grad(loss, argnums=(0, 1))), platforms=[platform])(x, kernels).mlir_module()
   return {"convolution": text.count("stablehlo.convolution"), "dot_general": text.count("stablehlo.dot_general"),
           "reduce_precision": text.count("stablehlo.reduce_precision")}
