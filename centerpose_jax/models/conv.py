@@ -55,18 +55,17 @@ _DIMENSIONS = ("NHWC", "HWIO", "NHWC")
 # XLA:CPU's own gradients of a 3x3 conv are slow from about this Cin * Cout and this many output positions
 # (B * H_out * W_out) on; below either they are as fast as the Winograd ones or faster (docs/benchmarks.md: the
 # channel threshold was 128 * 128 until the DLA34 train step measured 20 % faster with this one on the Xeon of
-# December 2026; the positions one was 2 * 128 * 128 until a 4-5 % gain with 2 * 64 * 64, and that until the DLA34
-# train step measured 3-4.5 % faster with this one, which takes in level4, 2 x 32 x 32 or 8 x 16 x 16).
+# December 2026. The positions threshold was 2 * 128 * 128, then 2 * 64 * 64 (a 4-5 % gain); with this one
+# DLA34's level4 (2 x 32 x 32 or 8 x 16 x 16) takes them too, and its train step measured 3-4.5 % faster).
 WINOGRAD_GRAD_MIN_CHANNELS = 32 * 32
 WINOGRAD_GRAD_MIN_POSITIONS = 2048
 # 3x3 stride-1 float32 convs with at least these input and output channels and output positions run their
 # forward by Winograd too. Its batched products contract over C_in, and XLA:CPU's matrix products are slow
 # for short contractions; with huge pages (`host_memory`) 64 -> 768 is still 1.4-2x faster than XLA's
-# convolution (docs/benchmarks.md). The output threshold was 256 until DLA34's ConvGRU (64 -> 3 x 64, merged)
-# measured its inference forward 9-13 % faster with it on the Xeon of December 2026, and 128 until then. The
-# positions threshold was 128 * 128 until DLA34's levels 3 and 4 (2 x 64 x 64 and 2 x 32 x 32 at 2x512) measured
-# its train step 3-4 % faster with this one (inference 1-8 %; fan_small unchanged); with it, 64 outputs (DLA34's
-# level2 and 64-channel neck nodes) made the train step another 2-3 % faster (fan_small unchanged).
+# convolution (docs/benchmarks.md). History on the Xeon of December 2026 (fan_small unchanged by each step):
+# - outputs 256 -> 128: DLA34's merged ConvGRU (64 -> 3 x 64), inference forward 9-13 % faster;
+# - positions 128 * 128 -> 2048: DLA34's levels 3-4 (2 x 64 x 64, 2 x 32 x 32 at 2x512), train step 3-4 % faster;
+# - outputs 128 -> 64: DLA34's level2 and 64-channel neck nodes, train step another 2-3 % faster.
 WINOGRAD_FORWARD_MIN_IN_CHANNELS = 64
 WINOGRAD_FORWARD_MIN_OUT_CHANNELS = 64
 WINOGRAD_FORWARD_MIN_POSITIONS = 2048
