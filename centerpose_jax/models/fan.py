@@ -253,7 +253,7 @@ class ClassAttn(nn.Module):
     q = self.defs.dense(self.dim, name="q")(x[:, :1]).reshape(batch, 1, self.num_heads, head_dim)
     k = self.defs.dense(self.dim, name="k")(x).reshape(batch, tokens, self.num_heads, head_dim)
     v = self.defs.dense(self.dim, name="v")(x).reshape(batch, tokens, self.num_heads, head_dim)
-    out = jax.nn.dot_product_attention(q, k, v).reshape(batch, 1, self.dim)
+    out = layers.dot_product_attention(q, k, v).reshape(batch, 1, self.dim)
     return self.defs.dense(self.dim, name="proj")(out)
 
 

@@ -457,7 +457,7 @@ def cpu_attention(q, k, v, query_block: int = ATTENTION_QUERY_BLOCK):
   tokens) would not. Its own backward keeps q, k, v, the output and each query's log-sum-exp, not the
   weights, and recomputes each block's weights from them (`_cpu_attention_bwd`). 1.7x faster forward and
   1.2x faster forward + backward than the unblocked form on XLA:CPU at FAN's 1024 tokens
-  (docs/benchmarks.md). Other platforms keep `jax.nn.dot_product_attention` (cuDNN's fused kernels on GPUs).
+  (docs/benchmarks.md). Other platforms keep XLA's own (`dot_product_attention`).
   """
   return _cpu_attention(q, k, v, query_block)
 
@@ -515,10 +515,27 @@ def _cpu_attention_bwd(query_block, residuals, grad):
 _cpu_attention.defvjp(_cpu_attention_fwd, _cpu_attention_bwd)
 
 
+def dot_product_attention(q, k, v):
+  """`jax.nn.dot_product_attention(q, k, v)`: softmax(q k^T / sqrt(d)) v per head, no mask; q [B, Nq, h, d],
+  k and v [B, Nk, h, d] -> [B, Nq, h, d] -- in float16 as two einsums with float32 logits and softmax.
+
+  For float16 inputs JAX's own asks XLA for the `F16_F16_F32` dot algorithm, which XLA:CPU ("not supported by
+  dot_general on CPU") and XLA:GPU on an H200 ("Unsupported dot precision algorithm: 4") refuse when
+  compiling, past the fallback JAX has for it (JAX 0.10.2 and 0.11.2). The einsums compute what it does
+  (float32 accumulation, weights cast to v's dtype) with the default algorithm.
+  """
+  if q.dtype != jnp.float16:
+    return jax.nn.dot_product_attention(q, k, v)
+  scale = q.shape[-1] ** -0.5
+  logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) * scale
+  weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+  return jnp.einsum("bhqk,bkhd->bqhd", weights, v, preferred_element_type=jnp.float32).astype(v.dtype)
+
+
 def attention(impl: str = conv.AUTO) -> Callable:
   """Multi-head attention q [B, Nq, h, d], k, v [B, Nk, h, d] -> [B, Nq, h, d] in the formulation `impl` says
-  (`conv.IMPLS`): `cpu_attention` on the CPU, `jax.nn.dot_product_attention` elsewhere and for "native"."""
-  return functools.partial(conv.per_platform, jax.nn.dot_product_attention, cpu_attention, impl)
+  (`conv.IMPLS`): `cpu_attention` on the CPU, `dot_product_attention` elsewhere and for "native"."""
+  return functools.partial(conv.per_platform, dot_product_attention, cpu_attention, impl)
 
 
 @dataclasses.dataclass(frozen=True)

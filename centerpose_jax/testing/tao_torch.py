@@ -290,7 +290,8 @@ class PositionalEncodingFourier(nn.Module):
   def forward(self, height, width):
     pos_y = self._axis(height)[:, None, :].expand(height, width, 32)
     pos_x = self._axis(width)[None, :, :].expand(height, width, 32)
-    pos = torch.cat([pos_y, pos_x], dim=2).permute(2, 0, 1)[None]  # [1, 64, H, W]
+    pos = torch.cat([pos_y, pos_x], dim=2).permute(2, 0, 1)[None]  # [1, 64, H, W], on the CPU
+    pos = pos.to(self.token_projection.weight.device)  # the module's device (CUDA in the GPU bench)
     return self.token_projection(pos).flatten(2).transpose(1, 2)
 
 

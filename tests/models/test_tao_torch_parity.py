@@ -83,3 +83,15 @@ def test_flax_matches_torch_reference_at_non_square_input(models, height, width)
   for head, classes in tao_torch.HEADS.items():
     assert outputs[head].shape == expected[head].shape == (1, classes, height // 4, width // 4)
     np.testing.assert_allclose(outputs[head], expected[head], rtol=0, atol=1e-4, err_msg=head)
+
+
+@pytest.mark.parametrize("arch", ("DLA34", "fan_small"))
+def test_torch_reference_runs_on_the_device_of_its_weights(arch):
+  """The reference builds no tensor on the CPU behind its weights' back (bench/versus_pytorch.py runs it on CUDA):
+  on PyTorch's shape-only `meta` device, as on CUDA, such a tensor would fail the first op that meets a weight."""
+  model = tao_torch.CenterPoseTAO(arch).eval().to("meta")
+  with torch.no_grad():
+    heads = model(torch.empty((1, 3, 64, 96), device="meta"))
+  assert {head: tuple(out.shape) for head, out in heads.items()} == {
+      head: (1, classes, 16, 24) for head, classes in tao_torch.HEADS.items()}
+  assert all(out.device.type == "meta" for out in heads.values())
