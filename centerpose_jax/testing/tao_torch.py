@@ -280,18 +280,19 @@ class PositionalEncodingFourier(nn.Module):
     self.token_projection = nn.Conv2d(64, dim, 1)
 
   @staticmethod
-  def _axis(n):
-    e = torch.arange(1, n + 1, dtype=torch.float32)
+  def _axis(n, device):
+    e = torch.arange(1, n + 1, dtype=torch.float32, device=device)
     e = e / (e[-1] + 1e-6) * (2 * math.pi)
-    dim_t = 10000 ** (2 * torch.div(torch.arange(32, dtype=torch.float32), 2, rounding_mode="floor") / 32)
+    dim_t = 10000 ** (2 * torch.div(torch.arange(32, dtype=torch.float32, device=device), 2,
+                                    rounding_mode="floor") / 32)
     e = e[:, None] / dim_t
     return torch.stack([e[:, 0::2].sin(), e[:, 1::2].cos()], dim=2).flatten(1)  # [n, 32]
 
   def forward(self, height, width):
-    pos_y = self._axis(height)[:, None, :].expand(height, width, 32)
-    pos_x = self._axis(width)[None, :, :].expand(height, width, 32)
-    pos = torch.cat([pos_y, pos_x], dim=2).permute(2, 0, 1)[None]  # [1, 64, H, W], on the CPU
-    pos = pos.to(self.token_projection.weight.device)  # the module's device (CUDA in the GPU bench)
+    device = self.token_projection.weight.device  # the module's (CUDA in the GPU bench)
+    pos_y = self._axis(height, device)[:, None, :].expand(height, width, 32)
+    pos_x = self._axis(width, device)[None, :, :].expand(height, width, 32)
+    pos = torch.cat([pos_y, pos_x], dim=2).permute(2, 0, 1)[None]  # [1, 64, H, W]
     return self.token_projection(pos).flatten(2).transpose(1, 2)
 
 

@@ -107,8 +107,12 @@ def test_class_attention_compiles_in_float16():
   attn = fan.ClassAttn(dim=32, num_heads=4, defs=layers.module_defs(jnp.float16))
   x = jax.random.normal(jax.random.key(3), (2, 17, 32))
   variables = attn.init(jax.random.PRNGKey(0), x)
-  grads, out = jax.jit(jax.grad(lambda v: (jnp.sum(attn.apply(v, x).astype(jnp.float32)), attn.apply(v, x)),
-                                has_aux=True))(variables)
+
+  def loss(v):
+    out = attn.apply(v, x)
+    return jnp.sum(out.astype(jnp.float32)), out
+
+  grads, out = jax.jit(jax.grad(loss, has_aux=True))(variables)
   assert out.shape == (2, 1, 32) and out.dtype == jnp.float16
   expected = fan.ClassAttn(dim=32, num_heads=4).apply(variables, x)
   np.testing.assert_allclose(out.astype(np.float32), expected, atol=2e-2, rtol=1e-2)
