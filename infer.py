@@ -4,7 +4,7 @@ python infer.py --config=configs/bike.py --config.inference.checkpoint=CKPT --co
 
 from centerpose_jax import host_memory
 
-host_memory.use_huge_pages(__name__)  # first: it may restart the program, with malloc's huge pages
+host_memory.use_host_memory_settings(__name__)  # first: it may restart the program, with huge pages
 
 from centerpose_jax import cli  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
 

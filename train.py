@@ -5,7 +5,7 @@ Any config field can be overridden (--config.train.num_epochs=5); --config may a
 
 from centerpose_jax import host_memory
 
-host_memory.use_huge_pages(__name__)  # first: it may restart the program, with malloc's huge pages
+host_memory.use_host_memory_settings(__name__, keep_freed_memory=True)  # first: it may restart the program
 
 from centerpose_jax import cli  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
 

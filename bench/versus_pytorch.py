@@ -36,9 +36,9 @@ runs with `cudnn.benchmark` and TF32 matmuls (its convolutions use TF32 by defau
 allows TF32 for both), and our worker does not preallocate GPU memory (XLA_PYTHON_CLIENT_PREALLOCATE=false),
 so both fit on one device. On a CPU the default is fp32 only (bf16 brings nothing there).
 
-Our worker runs with malloc's transparent huge pages where they take effect, as the entry points do
-(`centerpose_jax.host_memory`); PyTorch's with its defaults (--torch-huge-pages: with them too; on the
-2-core development machine they made PyTorch's train step slower).
+Our worker runs with malloc's transparent huge pages where they take effect, and for the train step with freed
+memory kept mapped, as train.py and infer.py do (`centerpose_jax.host_memory`); PyTorch's with its defaults
+(--torch-huge-pages: with them too; on the 2-core development machine huge pages made PyTorch's train step slower).
 """
 
 import argparse
@@ -220,7 +220,9 @@ class Worker:
   """A worker process of one side, driven line by line."""
 
   def __init__(self, side: str, case: str, arch: str, precision: str, huge_pages: bool):
-    env = host_memory.huge_pages_environment(os.environ) if huge_pages else dict(os.environ)
+    # the settings of the entry point that does this work: train.py keeps freed memory mapped, infer.py not
+    keep_freed_memory = parse_case(case)[0] == "train"
+    env = host_memory.host_memory_environment(os.environ, keep_freed_memory) if huge_pages else dict(os.environ)
     env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # share an accelerator with the PyTorch worker
     command = [sys.executable, __file__, "--worker", side, "--case", case, "--arch", arch, "--precision",
                precision]

@@ -1,19 +1,30 @@
-"""Transparent huge pages for the host memory the program allocates (above all, XLA:CPU's buffers).
+"""Host memory for XLA:CPU: malloc's transparent huge pages, and freed memory kept mapped between calls.
 
-XLA:CPU allocates the buffers of every call (a train step's temporaries: GiBs) with the C library's malloc
-and frees them when the call ends. glibc serves blocks that large with fresh anonymous mappings and unmaps
-them on free, so each call faults all of that memory in again, one 4 KiB page at a time: DLA34's train step
-at batch 2 of 512x512 takes about 530,000 page faults, several tenths of a second of a 4-5 s step on the
-2-core development machine (docs/benchmarks.md, "Huge pages"). With glibc's tunable `glibc.malloc.hugetlb=1`
-malloc marks its mappings for transparent huge pages (madvise), and the same memory arrives in 2 MiB pages
-(about 3,000 faults per step).
+XLA:CPU allocates the buffers of every call (a train step's temporaries: GiBs, fan_small's at 2x512 one block of
+5.8 GB) with the C library's malloc and frees them when the call ends. glibc serves blocks that large with fresh
+anonymous mappings and unmaps them on free, so each call faults all of that memory in again: DLA34's train step
+at batch 2 of 512x512 took about 530,000 page faults, several tenths of a second of a 4-5 s step on the 2-core
+development machine, and in that VM's slow phases the fan_small step spent 2.6-3.0 s per step in the kernel
+(docs/benchmarks.md, "Huge pages" and "Versus PyTorch"). Two remedies, both through glibc's tunables:
 
-glibc reads its tunables (the GLIBC_TUNABLES variable) once, when the process starts; so `use_huge_pages`,
-called by the entry points before they import anything large, restarts the program in place (`os.execve`:
-same process id, arguments and environment, plus the tunable) when the tunable is missing and can take
-effect: Linux with glibc 2.35 or newer and transparent huge pages in "madvise" mode (in "always" mode the
-kernel already backs large mappings with huge pages; in "never" mode it cannot). Setting
-CENTERPOSE_HUGE_PAGES=0 turns it off; a glibc.malloc.hugetlb value already in GLIBC_TUNABLES is kept.
+- `glibc.malloc.hugetlb=1`: malloc marks its mappings for transparent huge pages (madvise), and the same memory
+  arrives in 2 MiB pages (about 3,000 faults per step).
+- For training (`keep_freed_memory`): `glibc.malloc.mmap_max=0` and a `glibc.malloc.trim_threshold` of 1 TiB, so
+  that blocks come from the heap, which free never shrinks, and the next step reuses memory already mapped.
+  glibc's per-thread arenas still map blocks above 64 MiB on their own, so this holds for blocks allocated by
+  the main thread: XLA:CPU allocates a call's buffers on the calling thread when JAX runs CPU computations
+  inline, which JAX_CPU_ENABLE_ASYNC_DISPATCH=false asks for (computations on several CPU devices stay
+  asynchronous). fan_small train step at 2x512: system time 2.8 -> 0.1 s per step, 5 % faster in the
+  side-by-side bench; the train steps of the other cases -2 to +2 %, but the inference forward 3 % slower, so
+  the inference entry points keep the default. The process keeps its peak memory until it ends.
+
+glibc reads its tunables (the GLIBC_TUNABLES variable) once, when the process starts; so
+`use_host_memory_settings`, called by the entry points before they import anything large, restarts the program
+in place (`os.execve`: same process id, arguments and environment, plus the tunables and the JAX setting) when
+they are missing and can take effect: Linux with glibc 2.35 or newer and transparent huge pages in "madvise" mode
+(in "always" mode the kernel already backs large mappings with huge pages; in "never" mode it cannot). Setting
+CENTERPOSE_HUGE_PAGES=0 turns all of it off; tunables already in GLIBC_TUNABLES, and a JAX_CPU_ENABLE_ASYNC_DISPATCH
+already set, are kept.
 """
 
 import os
@@ -22,19 +33,27 @@ import sys
 from typing import Mapping, Optional
 
 TUNABLES_ENV = "GLIBC_TUNABLES"
-HUGE_PAGES_TUNABLE = "glibc.malloc.hugetlb"
-OPT_OUT_ENV = "CENTERPOSE_HUGE_PAGES"  # "0": leave malloc as it is
+# glibc tunable -> value (module docstring): huge pages; freed memory kept mapped (with inline dispatch).
+HUGE_PAGES_TUNABLES = {"glibc.malloc.hugetlb": "1"}
+KEEP_FREED_TUNABLES = {"glibc.malloc.mmap_max": "0", "glibc.malloc.trim_threshold": str(1 << 40)}
+INLINE_DISPATCH = ("JAX_CPU_ENABLE_ASYNC_DISPATCH", "false")  # XLA:CPU allocates on the calling thread
+OPT_OUT_ENV = "CENTERPOSE_HUGE_PAGES"  # "0": leave malloc and JAX as they are
 TRANSPARENT_HUGE_PAGES = "/sys/kernel/mm/transparent_hugepage/enabled"
 _MIN_GLIBC = (2, 35)  # the first glibc with the glibc.malloc.hugetlb tunable
 
 
-def with_huge_pages(environ: Mapping[str, str]) -> dict:
-  """A copy of `environ` whose GLIBC_TUNABLES (colon-separated name=value pairs) asks malloc for transparent
-  huge pages; other tunables, and a glibc.malloc.hugetlb value set already, are kept."""
+def with_malloc_tunables(environ: Mapping[str, str], keep_freed_memory: bool = False) -> dict:
+  """A copy of `environ` whose GLIBC_TUNABLES (colon-separated name=value pairs) holds `HUGE_PAGES_TUNABLES`, and
+  with `keep_freed_memory` also `KEEP_FREED_TUNABLES` and JAX's inline CPU dispatch (`INLINE_DISPATCH`);
+  tunables and the JAX variable set already keep their values."""
   environ = dict(environ)
+  wanted = {**HUGE_PAGES_TUNABLES, **(KEEP_FREED_TUNABLES if keep_freed_memory else {})}
   tunables = [t for t in environ.get(TUNABLES_ENV, "").split(":") if t]
-  if not any(t.split("=")[0] == HUGE_PAGES_TUNABLE for t in tunables):
-    environ[TUNABLES_ENV] = ":".join(tunables + [f"{HUGE_PAGES_TUNABLE}=1"])
+  present = {t.split("=")[0] for t in tunables}
+  environ[TUNABLES_ENV] = ":".join(tunables + [f"{name}={value}" for name, value in wanted.items()
+                                               if name not in present])
+  if keep_freed_memory:
+    environ.setdefault(*INLINE_DISPATCH)
   return environ
 
 
@@ -54,27 +73,29 @@ def _glibc_version() -> Optional[tuple]:
   return tuple(int(part) for part in version.split(".")[:2])
 
 
-def huge_pages_environment(environ: Mapping[str, str], glibc_version: Optional[tuple] = None,
-                           thp_mode: Optional[str] = None) -> dict:
-  """The environment a program should run with: `with_huge_pages(environ)` where the tunable takes effect
+def host_memory_environment(environ: Mapping[str, str], keep_freed_memory: bool = False,
+                            glibc_version: Optional[tuple] = None, thp_mode: Optional[str] = None) -> dict:
+  """The environment a program should run with: `with_malloc_tunables(environ, keep_freed_memory)` where the
+  tunables take effect
   (glibc >= 2.35, transparent huge pages in "madvise" mode, CENTERPOSE_HUGE_PAGES not "0"), else a copy of
   `environ`. `glibc_version` and `thp_mode` default to this machine's."""
   glibc_version = glibc_version or _glibc_version()
   thp_mode = thp_mode or transparent_huge_pages_mode()
   if environ.get(OPT_OUT_ENV, "1") == "0" or glibc_version is None or glibc_version < _MIN_GLIBC:
     return dict(environ)
-  return with_huge_pages(environ) if thp_mode == "madvise" else dict(environ)
+  return with_malloc_tunables(environ, keep_freed_memory) if thp_mode == "madvise" else dict(environ)
 
 
-def use_huge_pages(module_name: str) -> None:
-  """Restarts the running program with malloc's transparent huge pages when they are missing (module docstring).
+def use_host_memory_settings(module_name: str, keep_freed_memory: bool = False) -> None:
+  """Restarts the running program with `host_memory_environment(os.environ, keep_freed_memory)` when its settings
+  are missing (module docstring); `keep_freed_memory` for training.
 
   Does nothing unless `module_name` is "__main__" (an entry point run as a program, not imported). Call it
   first thing: the restart repeats whatever ran before it.
   """
   if module_name != "__main__" or not sys.executable:
     return
-  environ = huge_pages_environment(os.environ)
+  environ = host_memory_environment(os.environ, keep_freed_memory)
   if environ != dict(os.environ):
     sys.stdout.flush()
     sys.stderr.flush()

@@ -1,4 +1,4 @@
-"""host_memory: the entry points' restart with malloc's transparent huge pages."""
+"""host_memory: the entry points' restart with malloc's huge pages and freed memory kept mapped."""
 
 import json
 import os
@@ -7,39 +7,51 @@ import sys
 
 from centerpose_jax import host_memory
 
-# Runs as an entry point would, then has malloc hand out 64 MiB and writes it: the page faults that took.
+# Runs as an entry point would, then has malloc hand out 64 MiB and writes it, twice, freeing it in between: the
+# page faults each took.
 _PROGRAM = r"""
 import ctypes, json, os, resource, sys
 from centerpose_jax import host_memory
-host_memory.use_huge_pages("__main__")
+host_memory.use_host_memory_settings("__main__", keep_freed_memory=sys.argv[1] == "train")
 libc = ctypes.CDLL(None)
 libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
 size = 64 << 20
-block = libc.malloc(ctypes.c_size_t(size))
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-ctypes.memset(block, 1, size)
-faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-print(json.dumps({"tunables": os.environ.get("GLIBC_TUNABLES"), "faults": faults, "argv": sys.argv[1:]}))
+faults = []
+for _ in range(2):
+  block = libc.malloc(ctypes.c_size_t(size))
+  before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+  ctypes.memset(block, 1, size)
+  faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+  libc.free(ctypes.c_void_p(block))
+print(json.dumps({"tunables": os.environ.get("GLIBC_TUNABLES"), "faults": faults, "argv": sys.argv[1:],
+                  "dispatch": os.environ.get("JAX_CPU_ENABLE_ASYNC_DISPATCH")}))
 """
+_TUNABLES = "glibc.malloc.hugetlb=1:glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=1099511627776"
 
 
-def test_with_huge_pages_adds_the_tunable_and_keeps_the_others():
-  assert host_memory.with_huge_pages({})["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=1"
+def test_with_malloc_tunables_adds_the_missing_settings_and_keeps_the_others():
+  assert host_memory.with_malloc_tunables({}) == {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
+  assert host_memory.with_malloc_tunables({}, keep_freed_memory=True) == {
+      "GLIBC_TUNABLES": _TUNABLES, "JAX_CPU_ENABLE_ASYNC_DISPATCH": "false"}
   environ = {"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=5", "HOME": "/h"}
-  assert host_memory.with_huge_pages(environ) == {
-      "GLIBC_TUNABLES": "glibc.malloc.trim_threshold=5:glibc.malloc.hugetlb=1", "HOME": "/h"}
-  assert environ["GLIBC_TUNABLES"] == "glibc.malloc.trim_threshold=5"  # the argument is not changed
-  chosen = {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}  # the user's own choice stays
-  assert host_memory.with_huge_pages(chosen) == chosen
+  assert host_memory.with_malloc_tunables(environ, keep_freed_memory=True) == {
+      "GLIBC_TUNABLES": "glibc.malloc.trim_threshold=5:glibc.malloc.hugetlb=1:glibc.malloc.mmap_max=0",
+      "JAX_CPU_ENABLE_ASYNC_DISPATCH": "false", "HOME": "/h"}
+  assert environ == {"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=5", "HOME": "/h"}  # the argument is unchanged
+  chosen = {"GLIBC_TUNABLES": _TUNABLES.replace("hugetlb=1", "hugetlb=0"), "JAX_CPU_ENABLE_ASYNC_DISPATCH": "true"}
+  assert host_memory.with_malloc_tunables(chosen, keep_freed_memory=True) == chosen  # the user's own choices stay
 
 
-def test_huge_pages_environment_only_where_the_tunable_takes_effect():
-  wanted = {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
-  assert host_memory.huge_pages_environment({}, (2, 36), "madvise") == wanted
-  assert host_memory.huge_pages_environment({}, (2, 34), "madvise") == {}  # no such tunable before 2.35
-  assert host_memory.huge_pages_environment({}, (2, 36), "always") == {}  # the kernel does it already
-  assert host_memory.huge_pages_environment({}, (2, 36), "never") == {}
-  assert host_memory.huge_pages_environment({"CENTERPOSE_HUGE_PAGES": "0"}, (2, 36), "madvise") == {
+def test_host_memory_environment_only_where_the_tunables_take_effect():
+  wanted = {"GLIBC_TUNABLES": _TUNABLES, "JAX_CPU_ENABLE_ASYNC_DISPATCH": "false"}
+  assert host_memory.host_memory_environment({}, True, (2, 36), "madvise") == wanted
+  assert host_memory.host_memory_environment({}, False, (2, 36), "madvise") == {
+      "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
+  assert host_memory.host_memory_environment({}, True, (2, 34), "madvise") == {}  # no hugetlb tunable before 2.35
+  assert host_memory.host_memory_environment({}, True, (2, 36), "always") == {}  # the kernel does it already
+  assert host_memory.host_memory_environment({}, True, (2, 36), "never") == {}
+  assert host_memory.host_memory_environment({"CENTERPOSE_HUGE_PAGES": "0"}, True, (2, 36), "madvise") == {
       "CENTERPOSE_HUGE_PAGES": "0"}
 
 
@@ -50,25 +62,30 @@ def test_transparent_huge_pages_mode_reads_the_bracketed_word(tmp_path):
   assert host_memory.transparent_huge_pages_mode(str(tmp_path / "missing")) is None
 
 
-def test_use_huge_pages_does_nothing_when_imported(monkeypatch):
+def test_use_host_memory_settings_does_nothing_when_imported(monkeypatch):
   monkeypatch.setattr(os, "execve", lambda *args: (_ for _ in ()).throw(AssertionError("restarted")))
-  host_memory.use_huge_pages("train")
+  host_memory.use_host_memory_settings("train")
 
 
-def _run(extra_env):
-  env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "CENTERPOSE_HUGE_PAGES")}
-  result = subprocess.run([sys.executable, "-c", _PROGRAM, "an-argument"], env={**env, **extra_env},
+def _run(extra_env, entry_point="train"):
+  env = {k: v for k, v in os.environ.items()
+         if k not in ("GLIBC_TUNABLES", "CENTERPOSE_HUGE_PAGES", "JAX_CPU_ENABLE_ASYNC_DISPATCH")}
+  result = subprocess.run([sys.executable, "-c", _PROGRAM, entry_point], env={**env, **extra_env},
                           capture_output=True, text=True, timeout=60, check=True)
   return json.loads(result.stdout)
 
 
-def test_the_restart_keeps_the_arguments_and_brings_huge_pages_where_the_machine_has_them():
-  restarted, opted_out = _run({}), _run({"CENTERPOSE_HUGE_PAGES": "0"})
-  assert restarted["argv"] == opted_out["argv"] == ["an-argument"]
-  assert opted_out["tunables"] is None
-  assert opted_out["faults"] >= (64 << 20) // 4096  # one fault per 4 KiB page
-  if host_memory.huge_pages_environment({}) == {}:  # this machine cannot take them: no restart
-    assert restarted["tunables"] is None
+def test_the_restart_keeps_the_arguments_and_brings_huge_pages_and_kept_memory_where_the_machine_has_them():
+  restarted, inference, opted_out = _run({}), _run({}, "infer"), _run({"CENTERPOSE_HUGE_PAGES": "0"})
+  assert restarted["argv"] == opted_out["argv"] == ["train"]
+  assert opted_out["tunables"] is None and opted_out["dispatch"] is None
+  # one fault per 4 KiB page, both times: glibc maps a block this large afresh and unmaps it on free
+  assert min(opted_out["faults"]) >= (64 << 20) // 4096
+  if host_memory.host_memory_environment({}) == {}:  # this machine cannot take them: no restart
+    assert restarted["tunables"] is None and inference["tunables"] is None
   else:
-    assert restarted["tunables"] == "glibc.malloc.hugetlb=1"
-    assert restarted["faults"] < opted_out["faults"] // 8  # 2 MiB pages: up to 512x fewer faults (543 here)
+    assert restarted["tunables"] == _TUNABLES and restarted["dispatch"] == "false"
+    assert restarted["faults"][0] < opted_out["faults"][0] // 8  # 2 MiB pages: up to 512x fewer faults (543 here)
+    assert restarted["faults"][1] < 16  # the freed block stayed mapped: the second one reuses it
+    assert inference["tunables"] == "glibc.malloc.hugetlb=1" and inference["dispatch"] is None
+    assert min(inference["faults"]) > restarted["faults"][1]  # huge pages, mapped afresh each time

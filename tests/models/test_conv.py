@@ -92,10 +92,11 @@ def test_winograd_forward_output_is_materialised_under_differentiation_only(monk
   np.testing.assert_array_equal(with_vjp(x, kernel), forward(x, kernel))
 
 
-def test_depthwise_conv_formulations_agree_with_pytorch_cross_correlation():
+@pytest.mark.parametrize("shape,k", [((2, 6, 10, 5), 7), ((1, 9, 5, 3), 3)])
+def test_depthwise_conv_formulations_agree_with_pytorch_cross_correlation(shape, k):
   rng = np.random.default_rng(1)
-  x = rng.standard_normal((2, 6, 10, 5)).astype(np.float32)
-  kernel = rng.standard_normal((7, 7, 1, 5)).astype(np.float32)
+  x = rng.standard_normal(shape).astype(np.float32)
+  kernel = rng.standard_normal((k, k, 1, shape[-1])).astype(np.float32)
   cotangent = rng.standard_normal(x.shape).astype(np.float32)
   results = {}
   for impl in (conv.CPU, conv.NATIVE):
@@ -106,10 +107,15 @@ def test_depthwise_conv_formulations_agree_with_pytorch_cross_correlation():
   np.testing.assert_allclose(shifted, grouped, atol=1e-5)
   for a, b in zip(shifted_grads, grouped_grads):
     np.testing.assert_allclose(a, b, atol=1e-4)
-  # PyTorch cross-correlation: out[b, y, x, c] = sum_ij in[b, y + i - 3, x + j - 3, c] k[i, j, c].
-  padded = np.pad(x, ((0, 0), (3, 3), (3, 3), (0, 0)))
-  direct = np.einsum("ijc,ijc->c", padded[1, 2:9, 4:11], kernel[:, :, 0])
-  np.testing.assert_allclose(shifted[1, 2, 4], direct, atol=1e-5)
+  # PyTorch cross-correlation: out[b, y, x, c] = sum_ij in[b, y + i - k // 2, x + j - k // 2, c] kernel[i, j, c].
+  pad = k // 2
+  padded = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+  direct = np.einsum("ijc,ijc->c", padded[-1, 2:2 + k, 4:4 + k], kernel[:, :, 0])
+  np.testing.assert_allclose(shifted[-1, 2, 4], direct, atol=1e-5)
+  # the kernel gradient directly: sum over b, y, x of padded[b, y + i, x + j] * cotangent[b, y, x]
+  expected = np.stack([np.einsum("byxc,byxc->c", padded[:, i:i + shape[1], j:j + shape[2]], cotangent)
+                       for i in range(k) for j in range(k)]).reshape(k, k, 1, shape[-1])
+  np.testing.assert_allclose(shifted_grads[1], expected, atol=1e-4)
 
 
 def _lowered_ops(platform: str) -> dict:
