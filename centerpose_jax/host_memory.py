@@ -76,9 +76,8 @@ def _glibc_version() -> Optional[tuple]:
 def host_memory_environment(environ: Mapping[str, str], keep_freed_memory: bool = False,
                             glibc_version: Optional[tuple] = None, thp_mode: Optional[str] = None) -> dict:
   """The environment a program should run with: `with_malloc_tunables(environ, keep_freed_memory)` where the
-  tunables take effect
-  (glibc >= 2.35, transparent huge pages in "madvise" mode, CENTERPOSE_HUGE_PAGES not "0"), else a copy of
-  `environ`. `glibc_version` and `thp_mode` default to this machine's."""
+  tunables take effect (glibc >= 2.35, transparent huge pages in "madvise" mode, CENTERPOSE_HUGE_PAGES not "0"),
+  else a copy of `environ`. `glibc_version` and `thp_mode` default to this machine's."""
   glibc_version = glibc_version or _glibc_version()
   thp_mode = thp_mode or transparent_huge_pages_mode()
   if environ.get(OPT_OUT_ENV, "1") == "0" or glibc_version is None or glibc_version < _MIN_GLIBC:
