@@ -174,6 +174,8 @@ def worker(side: str, case: str, arch: str, precision: str) -> None:
   untimed call first) times one call and prints {"seconds", "cpu_seconds", "busy_seconds"} (the last: the
   whole machine's); at end of input prints {"peak_bytes", "peak_kind"}."""
   work, batch, res = parse_case(case)
+  if side == "jax":  # as the entry points do: `Worker` sets the variable, JAX does not read it
+    host_memory.apply_jax_dispatch_setting(os.environ)
   build = _torch_worker if side == "torch" else _jax_worker
   call, synchronize, peak, device = build(arch, work, batch, res, precision)
   synchronize(call())  # warm-up: allocations, autotuning, the first (compiling) call

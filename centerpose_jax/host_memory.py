@@ -14,9 +14,12 @@ development machine, and in that VM's slow phases the fan_small step spent 2.6-3
   glibc's per-thread arenas still map blocks above 64 MiB on their own, so this holds for blocks allocated by
   the main thread: XLA:CPU allocates a call's buffers on the calling thread when JAX runs CPU computations
   inline, which JAX_CPU_ENABLE_ASYNC_DISPATCH=false asks for (computations on several CPU devices stay
-  asynchronous). fan_small train step at 2x512: system time 2.8 -> 0.1 s per step, 5 % faster in the
-  side-by-side bench; the train steps of the other cases -2 to +2 %, but the inference forward 3 % slower, so
-  the inference entry points keep the default. The process keeps its peak memory until it ends.
+  asynchronous). JAX 0.10 does not read that variable itself (its `jax_cpu_enable_async_dispatch` option is a
+  flag that takes no value from the environment), so `use_host_memory_settings` applies it
+  (`apply_jax_dispatch_setting`). fan_small train step at 2x512: system time 2.8 -> 0.1 s per step, 5 % faster
+  side by side (docs/benchmarks.md, twelfth and thirteenth sessions). The inference forward measured 3 % slower with
+  the kept-memory tunables, so the inference entry points keep the defaults. The process keeps its peak memory until it
+  ends.
 
 glibc reads its tunables (the GLIBC_TUNABLES variable) once, when the process starts; so
 `use_host_memory_settings`, called by the entry points before they import anything large, restarts the program
@@ -87,7 +90,8 @@ def host_memory_environment(environ: Mapping[str, str], keep_freed_memory: bool 
 
 def use_host_memory_settings(module_name: str, keep_freed_memory: bool = False) -> None:
   """Restarts the running program with `host_memory_environment(os.environ, keep_freed_memory)` when its settings
-  are missing (module docstring); `keep_freed_memory` for training.
+  are missing (module docstring), then applies the JAX setting of its environment (`apply_jax_dispatch_setting`);
+  `keep_freed_memory` for training.
 
   Does nothing unless `module_name` is "__main__" (an entry point run as a program, not imported). Call it
   first thing: the restart repeats whatever ran before it.
@@ -99,3 +103,24 @@ def use_host_memory_settings(module_name: str, keep_freed_memory: bool = False) 
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, sys.orig_argv, environ)
+  apply_jax_dispatch_setting(os.environ)
+
+
+def apply_jax_dispatch_setting(environ: Mapping[str, str]) -> None:
+  """Sets JAX's `jax_cpu_enable_async_dispatch` option from JAX_CPU_ENABLE_ASYNC_DISPATCH in `environ`, when it is
+  there ("false", "0", "no", "off" or "true", "1", "yes", "on"), before JAX creates its CPU client, which reads
+  the option once.
+
+  Raises:
+    ValueError: the variable holds anything else.
+  """
+  name, _ = INLINE_DISPATCH
+  value = environ.get(name)
+  if value is None:
+    return
+  choices = {"false": False, "0": False, "no": False, "off": False, "true": True, "1": True, "yes": True, "on": True}
+  if value.strip().lower() not in choices:
+    raise ValueError(f"environment variable {name}={value!r}: expected true or false")
+  # Imported here, after any restart; the entry points import JAX next anyway.
+  import jax  # pylint: disable=g-import-not-at-top
+  jax.config.update("jax_cpu_enable_async_dispatch", choices[value.strip().lower()])

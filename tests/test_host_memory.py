@@ -5,10 +5,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from centerpose_jax import host_memory
 
 # Runs as an entry point would, then has malloc hand out 64 MiB and writes it, twice, freeing it in between: the
-# page faults each took.
+# page faults each took, and whether JAX would dispatch CPU computations asynchronously.
 _PROGRAM = r"""
 import ctypes, json, os, resource, sys
 from centerpose_jax import host_memory
@@ -24,8 +26,10 @@ for _ in range(2):
   ctypes.memset(block, 1, size)
   faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
   libc.free(ctypes.c_void_p(block))
+import jax
 print(json.dumps({"tunables": os.environ.get("GLIBC_TUNABLES"), "faults": faults, "argv": sys.argv[1:],
-                  "dispatch": os.environ.get("JAX_CPU_ENABLE_ASYNC_DISPATCH")}))
+                  "dispatch": os.environ.get("JAX_CPU_ENABLE_ASYNC_DISPATCH"),
+                  "async_dispatch": jax.config.read("jax_cpu_enable_async_dispatch")}))
 """
 _TUNABLES = "glibc.malloc.hugetlb=1:glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=1099511627776"
 
@@ -78,14 +82,27 @@ def _run(extra_env, entry_point="train"):
 def test_the_restart_keeps_the_arguments_and_brings_huge_pages_and_kept_memory_where_the_machine_has_them():
   restarted, inference, opted_out = _run({}), _run({}, "infer"), _run({"CENTERPOSE_HUGE_PAGES": "0"})
   assert restarted["argv"] == opted_out["argv"] == ["train"]
-  assert opted_out["tunables"] is None and opted_out["dispatch"] is None
+  assert opted_out["tunables"] is None and opted_out["dispatch"] is None and opted_out["async_dispatch"]
   # one fault per 4 KiB page, both times: glibc maps a block this large afresh and unmaps it on free
   assert min(opted_out["faults"]) >= (64 << 20) // 4096
   if host_memory.host_memory_environment({}) == {}:  # this machine cannot take them: no restart
     assert restarted["tunables"] is None and inference["tunables"] is None
   else:
     assert restarted["tunables"] == _TUNABLES and restarted["dispatch"] == "false"
+    assert not restarted["async_dispatch"]  # applied: JAX itself does not read the variable
     assert restarted["faults"][0] < opted_out["faults"][0] // 8  # 2 MiB pages: up to 512x fewer faults (543 here)
     assert restarted["faults"][1] < 16  # the freed block stayed mapped: the second one reuses it
     assert inference["tunables"] == "glibc.malloc.hugetlb=1" and inference["dispatch"] is None
+    assert inference["async_dispatch"]
     assert min(inference["faults"]) > restarted["faults"][1]  # huge pages, mapped afresh each time
+
+
+def test_a_dispatch_setting_of_the_users_own_is_applied_without_a_restart():
+  opted_out_inline = _run({"CENTERPOSE_HUGE_PAGES": "0", "JAX_CPU_ENABLE_ASYNC_DISPATCH": "0"}, "infer")
+  assert opted_out_inline["tunables"] is None and not opted_out_inline["async_dispatch"]
+
+
+def test_apply_jax_dispatch_setting_names_the_variable_of_a_bad_value():
+  with pytest.raises(ValueError, match="JAX_CPU_ENABLE_ASYNC_DISPATCH='sometimes'"):
+    host_memory.apply_jax_dispatch_setting({"JAX_CPU_ENABLE_ASYNC_DISPATCH": "sometimes"})
+  host_memory.apply_jax_dispatch_setting({})  # absent: JAX's default stays
