@@ -17,7 +17,7 @@ MESSAGES = (
     "no images", "cannot open the video", "no frame could be read", "camera intrinsics are not set",
     "could not decode", "does not reproduce the JAX model", "is out of range: a job of",
     "could not reach the coordinator", "choose a free port", "processes of the job disagree",
-    "cannot be divided evenly", "another process of the job stopped")
+    "cannot be divided evenly", "another process of the job stopped", "expected true or false")
 
 
 def _user_errors():
