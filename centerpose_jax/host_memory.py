@@ -17,9 +17,9 @@ development machine, and in that VM's slow phases the fan_small step spent 2.6-3
   asynchronous). JAX 0.10 does not read that variable itself (its `jax_cpu_enable_async_dispatch` option is a
   flag that takes no value from the environment), so `use_host_memory_settings` applies it
   (`apply_jax_dispatch_setting`). fan_small train step at 2x512: system time 2.8 -> 0.1 s per step, 5 % faster
-  side by side (docs/benchmarks.md, twelfth and thirteenth sessions). The inference forward measured 3 % slower with
-  the kept-memory tunables, so the inference entry points keep the defaults. The process keeps its peak memory until it
-  ends.
+  side by side (docs/benchmarks.md, twelfth and thirteenth sessions). The inference forward measured 3 % slower
+  with the kept-memory tunables, so the inference entry points keep the defaults. The process keeps its peak
+  memory until it ends.
 
 glibc reads its tunables (the GLIBC_TUNABLES variable) once, when the process starts; so
 `use_host_memory_settings`, called by the entry points before they import anything large, restarts the program
@@ -119,8 +119,9 @@ def apply_jax_dispatch_setting(environ: Mapping[str, str]) -> None:
   if value is None:
     return
   choices = {"false": False, "0": False, "no": False, "off": False, "true": True, "1": True, "yes": True, "on": True}
-  if value.strip().lower() not in choices:
+  enabled = choices.get(value.strip().lower())
+  if enabled is None:
     raise ValueError(f"environment variable {name}={value!r}: expected true or false")
   # Imported here, after any restart; the entry points import JAX next anyway.
   import jax  # pylint: disable=g-import-not-at-top
-  jax.config.update("jax_cpu_enable_async_dispatch", choices[value.strip().lower()])
+  jax.config.update("jax_cpu_enable_async_dispatch", enabled)
