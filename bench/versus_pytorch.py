@@ -36,9 +36,10 @@ runs with `cudnn.benchmark` and TF32 matmuls (its convolutions use TF32 by defau
 allows TF32 for both), and our worker does not preallocate GPU memory (XLA_PYTHON_CLIENT_PREALLOCATE=false),
 so both fit on one device. On a CPU the default is fp32 only (bf16 brings nothing there).
 
-Our worker runs with malloc's transparent huge pages where they take effect, and for the train step with freed
-memory kept mapped, as train.py and infer.py do (`centerpose_jax.host_memory`); PyTorch's with its defaults
-(--torch-huge-pages: with them too; on the 2-core development machine huge pages made PyTorch's train step slower).
+Our worker runs with malloc's transparent huge pages where they take effect, as every entry point does, and for
+the train step also with freed memory kept mapped and inline CPU dispatch, as train.py does
+(`centerpose_jax.host_memory`); PyTorch's with its defaults (--torch-huge-pages: with huge pages too; on the
+2-core development machine they made PyTorch's train step slower).
 """
 
 import argparse
