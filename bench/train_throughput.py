@@ -12,7 +12,9 @@ Each configuration runs in its own process (so its peak memory is its own) on th
 one device and random targets in the loader's layout (one object per sample). The step is the one training
 runs, wired by `training.setup.setup`; the first call is timed as compile time (lowering +
 XLA compile + one step), the next `--steps` calls as steady state. Peak memory: the accelerator's
-`peak_bytes_in_use` when it reports one, else the process's peak resident set size (CPU).
+`peak_bytes_in_use` when it reports one, else the process's peak resident set size (CPU). It runs with train.py's
+host memory settings (malloc's huge pages, freed memory kept mapped, inline CPU dispatch:
+`centerpose_jax.host_memory`), so a CPU step takes what it takes in train.py.
 """
 
 import argparse
@@ -22,6 +24,10 @@ import resource
 import subprocess
 import sys
 import time
+
+from centerpose_jax import host_memory
+
+host_memory.use_host_memory_settings(__name__, keep_freed_memory=True)  # as train.py; it may restart the program
 
 ARCHS = ("DLA34", "fan_small")
 SHAPES = ((512, 2), (256, 8))  # (input pixels, batch)

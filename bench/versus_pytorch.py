@@ -47,6 +47,7 @@ import itertools
 import json
 import os
 import pathlib
+import platform
 import resource
 import statistics
 import subprocess
@@ -283,6 +284,19 @@ def measure(case: str, arch: str, precision: str, args) -> dict:
           "ratio": results["torch"]["median_s"] / results["jax"]["median_s"]}
 
 
+def cpu_model() -> str:
+  """The host CPU's model name (Linux: /proc/cpuinfo), else `platform.processor()`: the ratios depend on it (the
+  same code measured 1.2x on a Xeon and 1.7x on an EPYC, docs/benchmarks.md)."""
+  try:
+    with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+      for line in cpuinfo:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or "unknown CPU"
+
+
 def _default_precisions() -> str:
   import torch  # pylint: disable=g-import-not-at-top
   return "fp32,bf16,fp16" if torch.cuda.is_available() else "fp32"
@@ -314,8 +328,9 @@ def main(argv=None) -> int:
   cases = args.case or list(CASES)
   for case in cases:
     parse_case(case)
-  print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; median of {args.repeats} calls per side; "
-        f"ratio = PyTorch / ours; {'each after an untimed call of its own side' if args.lead_in else 'no lead-in call'}")
+  lead_in = "each after an untimed call of its own side" if args.lead_in else "no lead-in call"
+  print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs ({cpu_model()}); median of {args.repeats} "
+        f"calls per side; ratio = PyTorch / ours; {lead_in}")
   print(f"{'arch':10s} {'case':14s} {'precision':9s} {'PyTorch s':>10s} {'ours s':>10s} {'ratio':>7s} "
         f"{'PyTorch GiB':>12s} {'ours GiB':>9s} {'others':>7s}")
   for arch in args.arch or ARCHS:
