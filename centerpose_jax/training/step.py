@@ -91,4 +91,5 @@ def make_train_step(model, optimizer: optax.GradientTransformation, loss_weights
       return jitted(state, batch)
 
   guarded_step.lower = jitted.lower  # ahead-of-time compilation (bench/train_step_profile.py)
+  guarded_step.trace = jitted.trace  # lowering for another platform (tests/training/test_precision.py)
   return guarded_step

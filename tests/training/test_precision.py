@@ -1,4 +1,5 @@
-"""Mixed precision: float32 state under fp16 compute; dynamic loss scaling skips non-finite steps."""
+"""Mixed precision: float32 state under fp16 compute; dynamic loss scaling skips non-finite steps; the half-precision
+steps lower for GPUs and TPUs."""
 
 import jax
 import jax.numpy as jnp
@@ -7,6 +8,7 @@ import pytest
 from configs import default
 
 from centerpose_jax import mesh as mesh_lib
+from centerpose_jax.training import setup
 from centerpose_jax.training import losses
 from centerpose_jax.training import optim
 from centerpose_jax.training import precision as precision_lib
@@ -67,3 +69,26 @@ def test_fp16_skips_a_step_with_non_finite_gradients_and_halves_the_scale():
 def test_unknown_precision_is_rejected():
   with pytest.raises(ValueError, match="fp32, bf16, fp16"):
     precision_lib.compute_dtype("fp8")
+
+
+@pytest.mark.parametrize("backbone", ["DLA34", "fan_small"])
+def test_half_precision_train_steps_lower_for_accelerators_with_xla_convolutions_and_no_float16_dot_algorithm(backbone):
+  """The train step of bench/versus_pytorch.py's fp16 and bf16 rows on a GPU, lowered here for CUDA and TPU: no dot
+  asks for a float16 algorithm (XLA:GPU refused, when compiling, the F16_F16_F32 that jax.nn.dot_product_attention
+  asks for in float16: docs/benchmarks.md, "On a GPU"; its bf16 one compiled and ran there), and the step has more
+  of XLA's convolutions than the same step lowered for the CPU, where `models.conv` replaces some with its own
+  formulations."""
+  config = default.get_config()
+  config.model.backbone.model_type = backbone
+  config.model.backbone.width_multiplier, config.model.head_conv = (0.25, 32) if backbone == "DLA34" else (1.0, 32)
+  config.dataset.input_res, config.dataset.output_res, config.dataset.batch_size = 64, 16, 1
+  batch = random_batch(np.random.default_rng(0), batch=1, symmetry=1, size=64)
+  for precision in ("fp16", "bf16"):
+    config.train.precision = precision
+    parts = setup.setup(config, devices=jax.devices()[:1], batches_per_epoch=10)
+    state = jax.eval_shape(lambda: parts.new_state(parts.init_variables(jax.random.key(0)), jax.random.PRNGKey(1)))
+    traced = parts.train_step.trace(state, mesh_lib.shard_batch(batch, parts.mesh))
+    texts = {platform: traced.lower(lowering_platforms=(platform,)).as_text() for platform in ("cpu", "cuda", "tpu")}
+    for platform in ("cuda", "tpu"):
+      assert "precision_type = f16" not in texts[platform], (precision, platform)
+      assert texts[platform].count("stablehlo.convolution") > texts["cpu"].count("stablehlo.convolution"), platform
