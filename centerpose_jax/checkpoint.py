@@ -209,12 +209,10 @@ class CheckpointManager:
     with _reading(step_folder):
       meta = read_meta(step_folder, self._encryption_key)
       with _plaintext(step_folder / STATE_ITEM, self._encryption_key) as state_folder:
-        checkpointer = ocp.StandardCheckpointer()
-        stored = checkpointer.metadata(state_folder).item_metadata
         expected = {"params": abstract_state.params, "batch_stats": abstract_state.batch_stats}
-        architecture_lib.check_weights_fit(_variables_of(stored), expected, str(step_folder), configured or {},
-                                           meta.get("model"))
-        state = checkpointer.restore(state_folder, abstract_state)
+        architecture_lib.check_weights_fit(_variables_of(_stored_arrays(state_folder)), expected, str(step_folder),
+                                           configured or {}, meta.get("model"))
+        state = ocp.StandardCheckpointer().restore(state_folder, abstract_state)
     return state, meta
 
   def set_aside(self, step: int) -> pathlib.Path:
@@ -261,14 +259,23 @@ def _variables_of(tree) -> dict:
   return {"params": tree["params"], "batch_stats": tree.get("batch_stats", {}) or {}}
 
 
+def _stored_arrays(tree_path: pathlib.Path):
+  """The array metadata (shape, dtype) tree of the StandardCheckpointer pytree in `tree_path`.
+
+  Read through the handler: `StandardCheckpointer.metadata` also reads Orbax's step metadata file from
+  `tree_path` and logs a warning where there is none, as in every `<step>/state` a CheckpointManager writes
+  (its `_CHECKPOINT_METADATA` is in `<step>/`).
+  """
+  return ocp.StandardCheckpointHandler().metadata(tree_path)
+
+
 def _restore_on_this_host(tree_path: pathlib.Path) -> dict:
   """A pytree checkpoint restored whole onto this process's first local device, whatever the device count
   or process count it was written with (the saved shardings are not used)."""
-  checkpointer = ocp.StandardCheckpointer()
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   target = jax.tree_util.tree_map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device),
-                                  checkpointer.metadata(tree_path).item_metadata)
-  return checkpointer.restore(tree_path, target)
+                                  _stored_arrays(tree_path))
+  return ocp.StandardCheckpointer().restore(tree_path, target)
 
 
 def _is_pytree_checkpoint(path: pathlib.Path) -> bool:

@@ -1,6 +1,7 @@
 """Checkpoints: save/restore of the whole state, weight loading from every kind of folder, half-written saves,
 encryption at rest."""
 
+import logging
 import os
 import pathlib
 import shutil
@@ -50,7 +51,13 @@ def _assert_trees_equal(a, b):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
-def test_save_restore_round_trip_and_donation_after_async_save(tmp_path):
+def _no_missing_metadata_warning(caplog):
+  """Reading a checkpoint logged no Orbax warning about a missing step metadata file (it did for every
+  `<step>/state` before `checkpoint._stored_arrays`)."""
+  assert not [record for record in caplog.records if "Metadata file does not exist" in record.getMessage()]
+
+
+def test_save_restore_round_trip_and_donation_after_async_save(tmp_path, caplog):
   state = _state()
   expected = jax.tree_util.tree_map(np.array, state)  # copies: a view of a buffer would block its donation
   manager = checkpoint.CheckpointManager(tmp_path / "train")
@@ -61,13 +68,15 @@ def test_save_restore_round_trip_and_donation_after_async_save(tmp_path):
   assert jax.tree_util.tree_leaves(state.params)[0].is_deleted()
   manager.wait()
   abstract = jax.eval_shape(lambda: expected)
-  restored, restored_meta = checkpoint.CheckpointManager(tmp_path / "train").restore(abstract)
+  with caplog.at_level(logging.WARNING):
+    restored, restored_meta = checkpoint.CheckpointManager(tmp_path / "train").restore(abstract)
+  _no_missing_metadata_warning(caplog)
   _assert_trees_equal(restored, expected)
   assert restored_meta == dict(meta, step=8)
   assert checkpoint.read_meta(tmp_path / "train" / "8")["epoch"] == 2
 
 
-def test_load_variables_from_every_kind_of_folder(tmp_path):
+def test_load_variables_from_every_kind_of_folder(tmp_path, caplog):
   state = _state()
   expected = jax.device_get(state.variables())
   results = tmp_path / "results"
@@ -75,8 +84,10 @@ def test_load_variables_from_every_kind_of_folder(tmp_path):
   manager.save(state, {"epoch": 1})
   manager.save(state.replace(step=jnp.asarray(12, jnp.int32)), {"epoch": 2})
   manager.wait()
-  for path in (results, results / "train", results / "train" / "12", results / "train" / "8"):
-    _assert_trees_equal(checkpoint.load_variables(path), expected)
+  with caplog.at_level(logging.WARNING):
+    for path in (results, results / "train", results / "train" / "12", results / "train" / "8"):
+      _assert_trees_equal(checkpoint.load_variables(path), expected)
+  _no_missing_metadata_warning(caplog)
   assert checkpoint.find_checkpoint(results) == results / "train" / "12"
 
   # tools/convert_checkpoint.py's layout: OUT/variables written by StandardCheckpointer.
