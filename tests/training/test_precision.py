@@ -8,10 +8,10 @@ import pytest
 from configs import default
 
 from centerpose_jax import mesh as mesh_lib
-from centerpose_jax.training import setup
 from centerpose_jax.training import losses
 from centerpose_jax.training import optim
 from centerpose_jax.training import precision as precision_lib
+from centerpose_jax.training import setup
 from centerpose_jax.training import state as state_lib
 from centerpose_jax.training import step as step_lib
 from centerpose_jax.models.tiny import TinyCenterPose
