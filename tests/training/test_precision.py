@@ -80,7 +80,9 @@ def test_half_precision_train_steps_lower_for_accelerators_with_xla_convolutions
   formulations."""
   config = default.get_config()
   config.model.backbone.model_type = backbone
-  config.model.backbone.width_multiplier, config.model.head_conv = (0.25, 32) if backbone == "DLA34" else (1.0, 32)
+  config.model.head_conv = 32
+  if backbone == "DLA34":
+    config.model.backbone.width_multiplier = 0.25
   config.dataset.input_res, config.dataset.output_res, config.dataset.batch_size = 64, 16, 1
   batch = random_batch(np.random.default_rng(0), batch=1, symmetry=1, size=64)
   for precision in ("fp16", "bf16"):
