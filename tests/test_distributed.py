@@ -129,14 +129,16 @@ CHILD = textwrap.dedent("""
     import os, pathlib, signal, sys, time
     rank, count = int(os.environ["JAX_PROCESS_ID"]), int(os.environ["JAX_NUM_PROCESSES"])
     behaviour, folder = sys.argv[1], pathlib.Path(sys.argv[2])
+    def say(line):  # one write per line: the processes share a pipe, and unbuffered print writes "\\n" apart
+      os.write(1, (line + "\\n").encode())
     if behaviour == "ok":
       sys.exit(0)
     if behaviour == "fail" and rank == 1:  # once the others are ready
       while len(list(folder.glob("ready-*"))) < count - 1:
         time.sleep(0.05)
       os.kill(os.getpid(), signal.SIGKILL)
-    signal.signal(signal.SIGTERM, lambda *_: (print(f"rank {rank} got SIGTERM", flush=True), sys.exit(3)))
-    print(f"rank {rank} ready", flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: (say(f"rank {rank} got SIGTERM"), sys.exit(3)))
+    say(f"rank {rank} ready")
     (folder / f"ready-{rank}").touch()
     time.sleep(60)
 """)
